@@ -1,0 +1,49 @@
+// Dispatch: choose the best registered kernel valid for the device and the call.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "arch.hpp"
+#include "params.hpp"
+#include "registry.hpp"
+
+namespace vflash {
+
+struct DeviceInfo {
+  bool present = false;      // a CUDA device is usable (or a capability is pretended)
+  int ordinal = -1;
+  std::string name;          // "NVIDIA H100 80GB HBM3", or "(pretended)" / "(none)"
+  arch::Capability cc;
+  bool pretended = false;    // cc comes from vflash_pretend_capability / VFLASH_PRETEND_CC
+};
+
+struct CandidateVerdict {
+  const KernelInfo* kernel = nullptr;
+  bool accepted = false;
+  std::string reason;  // why accepted / rejected, in words
+};
+
+struct Decision {
+  const KernelInfo* kernel = nullptr;  // null: nothing can serve the call
+  std::string loadable_target;         // the target whose code would run, e.g. "sm_90a"
+  std::vector<CandidateVerdict> verdicts;  // every registered kernel, best rank first
+};
+
+// Device `ordinal` (honours a pretended capability). Never throws.
+DeviceInfo query_device(int ordinal);
+
+// Pure selection over the registry: no CUDA calls when device.pretended.
+// Otherwise also confirms with cudaFuncGetAttributes that the binary holds code
+// loadable on the device, falling to the next candidate when not.
+Decision select_kernel(const FwdParams& params, const DeviceInfo& device);
+
+// Test / diagnosis overrides (also read once from VFLASH_FORCE_KERNEL and
+// VFLASH_PRETEND_CC). Empty optional clears.
+void set_forced_kernel(std::optional<std::string> name);
+void set_pretended_capability(std::optional<arch::Capability> cc);
+std::optional<std::string> forced_kernel();
+std::optional<arch::Capability> pretended_capability();
+
+}  // namespace vflash

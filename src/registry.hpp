@@ -1,0 +1,69 @@
+// Kernel registry: every kernel variant declares, as data, what it needs and
+// what it serves. Dispatch (dispatch.hpp) is a selection over this table and
+// `vflash doctor` reports from the same table.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "arch.hpp"
+#include "params.hpp"
+
+namespace vflash {
+
+// Features a call may use; a kernel lists those it supports.
+enum Feature : uint32_t {
+  kCausal = 1u << 0,
+  kWindow = 1u << 1,
+  kSoftcap = 1u << 2,
+  kGqa = 1u << 3,        // heads_q != heads_k
+  kLse = 1u << 4,
+  kDense = 1u << 5,      // batch-strided (batch, seqlen, heads, d) layout
+  kVarlen = 1u << 6,     // cu_seqlens layout
+  kAllFeatures = (1u << 7) - 1,
+};
+
+inline constexpr uint32_t dtype_bit(DType t) { return 1u << static_cast<unsigned>(t); }
+
+// Head dims served: d in [d_min, d_max] stepping d_step, and d_v likewise;
+// same_dv requires d_v == d.
+struct HeadDimRule {
+  int d_min, d_max, d_step;
+  int dv_min, dv_max, dv_step;
+  bool same_dv;
+};
+
+struct KernelInfo {
+  const char* name;
+  const char* description;
+  int rank;  // higher is preferred among valid candidates
+  // Targets this kernel was compiled for, as the build emitted them
+  // (semicolon-separated, e.g. "sm_80;sm_90;compute_80"). Kernel families leave
+  // it null; the registry fills it from the generated build list.
+  const char* targets;
+  uint32_t dtypes;    // dtype_bit mask
+  uint32_t features;  // Feature mask
+  std::span<const HeadDimRule> head_dims;
+  // Launch on params.stream; returns a cudaError_t as int (0 = success).
+  int (*launch)(const FwdParams& params);
+  // Device workspace bytes for the call (may be null: none needed).
+  size_t (*workspace_bytes)(const FwdParams& params);
+  // A __global__ function of this kernel; cudaFuncGetAttributes on it tells
+  // whether the binary holds code loadable on the current device. Null for CPU.
+  const void* (*probe_symbol)();
+};
+
+// All CUDA kernels of this build (targets filled in), in no particular order.
+std::span<const KernelInfo> cuda_kernels();
+
+// Each kernel family (one object library, one list of targets, see
+// cmake/targets.cmake) defines `std::span<const KernelInfo> <family>_kernels();`
+// and is listed in the generated vflash_kernels.inc as VFLASH_KERNEL(family, "targets").
+
+// The features a call uses.
+uint32_t features_of(const FwdParams& params);
+
+}  // namespace vflash
