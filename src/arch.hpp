@@ -3,6 +3,7 @@
 #pragma once
 
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,6 +43,10 @@ std::string to_string(const Target& t);  // "sm_103a", "compute_90"
 bool runs_on(const Target& t, Capability cc);
 // Why or why not, in words (for doctor).
 std::string explain_runs_on(const Target& t, Capability cc);
+// The target among `targets` whose code a device of capability `cc` would
+// load: machine code before PTX, the most specific and newest first. Empty
+// when none runs on `cc`.
+std::optional<Target> preferred_target(std::span<const Target> targets, Capability cc);
 // Family name of a capability, e.g. "Blackwell (10.x)".
 std::string family_name(Capability cc);
 // Capabilities the project claims to serve, and those it knows of (7.5 .. 12.1).
