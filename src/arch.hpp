@@ -35,7 +35,7 @@ struct Target {
 
 std::optional<Capability> parse_capability(std::string_view text);  // "10.3", "103", "sm_103"
 std::optional<Target> parse_target(std::string_view text);  // "sm_90a", "compute_100f", "sm_80"
-std::vector<Target> parse_target_list(std::string_view semicolon_separated);
+std::vector<Target> parse_target_list(std::string_view semicolon_separated);  // skips unparsable items
 std::string to_string(Capability cc);  // "10.3"
 std::string to_string(const Target& t);  // "sm_103a", "compute_90"
 
@@ -47,7 +47,7 @@ std::string explain_runs_on(const Target& t, Capability cc);
 // load: machine code before PTX, the most specific and newest first. Empty
 // when none runs on `cc`.
 std::optional<Target> preferred_target(std::span<const Target> targets, Capability cc);
-// Family name of a capability, e.g. "Blackwell (10.x)".
+// Family name of a capability, e.g. "Blackwell datacenter (10.3)".
 std::string family_name(Capability cc);
 // Capabilities the project claims to serve, and those it knows of (7.5 .. 12.1).
 std::vector<Capability> known_capabilities();

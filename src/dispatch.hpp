@@ -2,6 +2,7 @@
 #pragma once
 
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,7 @@ struct DeviceInfo {
   std::string name;          // "NVIDIA H100 80GB HBM3", or "(pretended)" / "(none)"
   arch::Capability cc;
   bool pretended = false;    // cc comes from vflash_pretend_capability / VFLASH_PRETEND_CC
+  std::string absent_reason; // why present is false, e.g. the CUDA error string
 };
 
 struct CandidateVerdict {
@@ -38,6 +40,19 @@ DeviceInfo query_device(int ordinal);
 // Otherwise also confirms with cudaFuncGetAttributes that the binary holds code
 // loadable on the device, falling to the next candidate when not.
 Decision select_kernel(const FwdParams& params, const DeviceInfo& device);
+// The same selection over any kernel table (tests use synthetic tables).
+Decision select_kernel_from(std::span<const KernelInfo> kernels, const FwdParams& params,
+                            const DeviceInfo& device);
+// One line saying why a decision without a kernel has none (for error messages).
+std::string describe_rejections(const Decision& decision);
+
+// Whether the binary holds code for `kernel` loadable on device `ordinal`
+// (cudaFuncGetAttributes on its probe symbol; cached per symbol and device).
+struct LoadProbe {
+  bool loadable = false;
+  std::string detail;  // "sm_90 machine code (binaryVersion 90, ptxVersion 80)" or the CUDA error
+};
+LoadProbe probe_kernel(const KernelInfo& kernel, int ordinal);
 
 // Test / diagnosis overrides (also read once from VFLASH_FORCE_KERNEL and
 // VFLASH_PRETEND_CC). Empty optional clears.

@@ -59,6 +59,15 @@ struct KernelInfo {
 // All CUDA kernels of this build (targets filled in), in no particular order.
 std::span<const KernelInfo> cuda_kernels();
 
+// The kernel families of this build, as the generated list names them (for
+// `vflash doctor`: what the binary holds).
+struct KernelFamily {
+  const char* name;     // "simt", "mma", "hopper"
+  const char* targets;  // "sm_80;sm_90;compute_80"
+  std::span<const KernelInfo> kernels;  // targets not filled in; see cuda_kernels()
+};
+std::span<const KernelFamily> kernel_families();
+
 // Each kernel family (one object library, one list of targets, see
 // cmake/targets.cmake) defines `std::span<const KernelInfo> <family>_kernels();`
 // and is listed in the generated vflash_kernels.inc as VFLASH_KERNEL(family, "targets").

@@ -1,0 +1,262 @@
+// vflash._C: the Python binding of the C ABI (<vflash/vflash.h>).
+//
+// Arrays arrive through DLPack (nanobind ndarray: torch, CuPy, numpy, anything
+// with __dlpack__) and are described to the library as vflash_tensor views;
+// nothing is copied. The Python layer (vflash/__init__.py) allocates outputs
+// with the caller's framework and passes the stream and a workspace allocator,
+// so the library itself never allocates and never synchronises.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "vflash/vflash.h"
+
+namespace nb = nanobind;
+
+namespace {
+
+// Inputs may be read-only (e.g. numpy views); outputs must be writable.
+using InArray = nb::ndarray<nb::ro>;
+using OutArray = nb::ndarray<>;
+
+// Failures of the library become Python exceptions carrying its message:
+// dtype problems TypeError, other argument problems ValueError, CUDA and
+// internal failures RuntimeError.
+[[noreturn]] void raise_status(vflash_status status) {
+  const std::string message = vflash_last_error();
+  switch (status) {
+    case VFLASH_ERROR_INVALID_ARGUMENT:
+    case VFLASH_ERROR_UNSUPPORTED:
+      // The library names the argument first ("k.dtype: must equal q.dtype (fp16), ...");
+      // a rule about a dtype is a type error in Python's terms.
+      if (message.substr(0, message.find(": ")).ends_with(".dtype")) throw nb::type_error(message.c_str());
+      throw nb::value_error(message.c_str());
+    default:
+      throw std::runtime_error(message.empty() ? vflash_status_string(status) : message);
+  }
+}
+
+void check(vflash_status status) {
+  if (status != VFLASH_OK) raise_status(status);
+}
+
+std::string dtype_name(nb::dlpack::dtype t) {
+  using code = nb::dlpack::dtype_code;
+  std::string kind;
+  switch (static_cast<code>(t.code)) {
+    case code::Int: kind = "int"; break;
+    case code::UInt: kind = "uint"; break;
+    case code::Float: kind = "float"; break;
+    case code::Bfloat: kind = "bfloat"; break;
+    case code::Complex: kind = "complex"; break;
+    case code::Bool: kind = "bool"; break;
+    default: kind = "dlpack-code-" + std::to_string(t.code) + "-"; break;  // fp8, fp4 and other exotic codes
+  }
+  std::string name = kind + std::to_string(t.bits);
+  if (t.lanes != 1) name += "x" + std::to_string(t.lanes);
+  return name;
+}
+
+vflash_dtype to_vflash_dtype(nb::dlpack::dtype t, const char* argument) {
+  using code = nb::dlpack::dtype_code;
+  if (t.lanes == 1) {
+    if (t.code == static_cast<uint8_t>(code::Float) && t.bits == 16) return VFLASH_DTYPE_FP16;
+    if (t.code == static_cast<uint8_t>(code::Bfloat) && t.bits == 16) return VFLASH_DTYPE_BF16;
+    if (t.code == static_cast<uint8_t>(code::Float) && t.bits == 32) return VFLASH_DTYPE_FP32;
+    if (t.code == static_cast<uint8_t>(code::Int) && t.bits == 32) return VFLASH_DTYPE_INT32;
+  }
+  throw nb::type_error((std::string(argument) + ": dtype " + dtype_name(t) +
+                        " is not supported (float16, bfloat16, float32 on the CPU; int32 for cu_seqlens)")
+                           .c_str());
+}
+
+// A vflash_tensor view of a DLPack array; `argument` names it in errors.
+template <typename Array>
+vflash_tensor describe(const Array& a, const char* argument) {
+  vflash_tensor t{};
+  if (a.ndim() > 4)
+    throw nb::value_error(
+        (std::string(argument) + ": has " + std::to_string(a.ndim()) + " dimensions, at most 4 are accepted")
+            .c_str());
+  if (a.device_type() == nb::device::cpu::value) {
+    t.device = VFLASH_DEVICE_CPU;
+  } else if (a.device_type() == nb::device::cuda::value) {
+    t.device = a.device_id();
+  } else {
+    throw nb::value_error(
+        (std::string(argument) + ": lives on a device that is neither the CPU nor a CUDA GPU").c_str());
+  }
+  t.data = const_cast<void*>(static_cast<const void*>(a.data()));
+  t.dtype = to_vflash_dtype(a.dtype(), argument);
+  t.ndim = static_cast<int32_t>(a.ndim());
+  for (size_t i = 0; i < a.ndim(); ++i) {
+    t.shape[i] = a.shape(i);
+    t.stride[i] = a.stride(i);
+  }
+  if (a.size() == 0) {
+    // An empty array addresses nothing; exporters report arbitrary strides for
+    // it (numpy gives 0), so describe it as row-major.
+    int64_t stride = 1;
+    for (size_t i = a.ndim(); i-- > 0;) {
+      t.stride[i] = stride;
+      stride *= std::max<int64_t>(t.shape[i], 1);
+    }
+  }
+  return t;
+}
+
+// An absent optional tensor (data == NULL).
+vflash_tensor absent() { return vflash_tensor{}; }
+
+// Mask and scaling options shared by the varlen and dense entries.
+struct Options {
+  float softmax_scale;
+  bool causal;
+  int window_left, window_right;
+  float softcap;
+  uintptr_t stream;
+};
+
+template <typename Args>
+void apply(Args& args, const Options& o) {
+  args.softmax_scale = o.softmax_scale;
+  args.causal = o.causal ? 1 : 0;
+  args.window_left = o.window_left;
+  args.window_right = o.window_right;
+  args.softcap = o.softcap;
+  args.stream = reinterpret_cast<void*>(o.stream);
+}
+
+vflash_varlen_args varlen_args(const InArray& q, const InArray& k, const InArray& v, const InArray& cu_seqlens_q,
+                               const InArray& cu_seqlens_k, int max_seqlen_q, int max_seqlen_k,
+                               std::optional<OutArray>& out, std::optional<OutArray>& lse, const Options& o) {
+  vflash_varlen_args args;
+  vflash_varlen_args_init(&args);
+  args.q = describe(q, "q");
+  args.k = describe(k, "k");
+  args.v = describe(v, "v");
+  args.out = out ? describe(*out, "out") : absent();
+  args.lse = lse ? describe(*lse, "lse") : absent();
+  args.cu_seqlens_q = describe(cu_seqlens_q, "cu_seqlens_q");
+  args.cu_seqlens_k = describe(cu_seqlens_k, "cu_seqlens_k");
+  args.max_seqlen_q = max_seqlen_q;
+  args.max_seqlen_k = max_seqlen_k;
+  apply(args, o);
+  return args;
+}
+
+vflash_dense_args dense_args(const InArray& q, const InArray& k, const InArray& v, std::optional<OutArray>& out,
+                             std::optional<OutArray>& lse, const Options& o) {
+  vflash_dense_args args;
+  vflash_dense_args_init(&args);
+  args.q = describe(q, "q");
+  args.k = describe(k, "k");
+  args.v = describe(v, "v");
+  args.out = out ? describe(*out, "out") : absent();
+  args.lse = lse ? describe(*lse, "lse") : absent();
+  apply(args, o);
+  return args;
+}
+
+// Queries the workspace the call needs, asks `allocate(bytes)` for it (the
+// caller's framework allocates on its stream), runs the call with the GIL
+// released, and keeps the workspace object alive until the call is enqueued.
+template <typename Args>
+void run(Args& args, vflash_status (*size_of)(const Args*, size_t*), vflash_status (*forward)(const Args*),
+         const nb::object& allocate) {
+  size_t bytes = 0;
+  check(size_of(&args, &bytes));
+  nb::object workspace;
+  if (bytes > 0) {
+    if (allocate.is_none())
+      throw std::runtime_error("vflash: this call needs " + std::to_string(bytes) +
+                               " bytes of workspace but no allocator was given");
+    workspace = allocate(bytes);
+    auto buffer = nb::cast<OutArray>(workspace);
+    args.workspace = buffer.data();
+    args.workspace_bytes = buffer.nbytes();
+  }
+  vflash_status status;
+  {
+    nb::gil_scoped_release released;
+    status = forward(&args);
+  }
+  check(status);
+}
+
+}  // namespace
+
+NB_MODULE(_C, m) {
+  m.doc() = "vflash: packed variable-length FlashAttention forward (C ABI binding)";
+
+  m.def(
+      "varlen_fwd",
+      [](const InArray& q, const InArray& k, const InArray& v, const InArray& cu_seqlens_q,
+         const InArray& cu_seqlens_k, int max_seqlen_q, int max_seqlen_k, std::optional<OutArray> out,
+         std::optional<OutArray> lse, float softmax_scale, bool causal, int window_left, int window_right,
+         float softcap, uintptr_t stream, nb::object allocate) {
+        auto args = varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, out, lse,
+                                {softmax_scale, causal, window_left, window_right, softcap, stream});
+        run(args, &vflash_varlen_workspace_size, &vflash_varlen_fwd, allocate);
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("cu_seqlens_q"), nb::arg("cu_seqlens_k"),
+      nb::arg("max_seqlen_q"), nb::arg("max_seqlen_k"), nb::arg("out").none(), nb::arg("lse").none(),
+      nb::arg("softmax_scale"), nb::arg("causal"), nb::arg("window_left"), nb::arg("window_right"),
+      nb::arg("softcap"), nb::arg("stream"), nb::arg("allocate").none(),
+      "Packed varlen attention into `out` (and `lse`); `softmax_scale` 0 means 1/sqrt(d).");
+
+  m.def(
+      "dense_fwd",
+      [](const InArray& q, const InArray& k, const InArray& v, std::optional<OutArray> out,
+         std::optional<OutArray> lse, float softmax_scale, bool causal, int window_left, int window_right,
+         float softcap, uintptr_t stream, nb::object allocate) {
+        auto args = dense_args(q, k, v, out, lse, {softmax_scale, causal, window_left, window_right, softcap, stream});
+        run(args, &vflash_dense_workspace_size, &vflash_dense_fwd, allocate);
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out").none(), nb::arg("lse").none(),
+      nb::arg("softmax_scale"), nb::arg("causal"), nb::arg("window_left"), nb::arg("window_right"),
+      nb::arg("softcap"), nb::arg("stream"), nb::arg("allocate").none(),
+      "Dense (batch, seqlen, heads, d) attention into `out` (and `lse`).");
+
+  m.def(
+      "varlen_kernel_name",
+      [](const InArray& q, const InArray& k, const InArray& v, const InArray& cu_seqlens_q,
+         const InArray& cu_seqlens_k, int max_seqlen_q, int max_seqlen_k, std::optional<OutArray> out,
+         std::optional<OutArray> lse, float softmax_scale, bool causal, int window_left, int window_right,
+         float softcap) {
+        auto args = varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, out, lse,
+                                {softmax_scale, causal, window_left, window_right, softcap, 0});
+        const char* name = nullptr;
+        check(vflash_varlen_kernel_name(&args, &name));
+        return std::string(name);
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("cu_seqlens_q"), nb::arg("cu_seqlens_k"),
+      nb::arg("max_seqlen_q"), nb::arg("max_seqlen_k"), nb::arg("out").none(), nb::arg("lse").none(),
+      nb::arg("softmax_scale"), nb::arg("causal"), nb::arg("window_left"), nb::arg("window_right"),
+      nb::arg("softcap"), "Name of the kernel the varlen call would run (\"cpu_reference\" for host arrays).");
+
+  m.def(
+      "force_kernel", [](std::optional<std::string> name) { check(vflash_force_kernel(name ? name->c_str() : nullptr)); },
+      nb::arg("name").none(), "Make dispatch consider only this kernel (None clears).");
+  m.def(
+      "pretend_capability",
+      [](std::optional<std::string> cc) { check(vflash_pretend_capability(cc ? cc->c_str() : nullptr)); },
+      nb::arg("capability").none(), "Make dispatch decide as if the device had this capability (None clears).");
+  m.def("doctor_json", [] {
+    size_t needed = 0;
+    check(vflash_doctor_json(nullptr, 0, &needed));
+    std::string text(needed, '\0');
+    check(vflash_doctor_json(text.data(), text.size(), &needed));
+    text.resize(text.find('\0'));
+    return text;
+  }, "The `vflash doctor --json` report.");
+  m.def("version", [] { return std::string(vflash_version()); });
+  m.attr("ABI_VERSION") = VFLASH_ABI_VERSION;
+}

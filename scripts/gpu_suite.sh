@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# GPU validation run, for the machine with the GPU:
+#   1. configure + build (machine code for VFLASH_CUDA_ARCHS, default 90),
+#   2. ctest: every test except the GPU attention suite (CPU tests; GPU tests
+#      of other binaries run with the default dispatch),
+#   3. the GPU attention suite once with the default dispatch and once per
+#      kernel (VFLASH_FORCE_KERNEL), kernels from the arguments, else from
+#      $VFLASH_KERNELS, else every kernel `vflash doctor --json` lists,
+#   4. compute-sanitizer memcheck and racecheck over a small subset per kernel,
+#   5. a table of passed / failed / skipped counts per run, printed last.
+# Logs and gtest XML go to <build>/gpu-suite ($VFLASH_GPU_LOGS); when $OUT is set
+# (the device tool), the summary table and a tarball of the logs are copied there.
+#
+# Without network access on the GPU machine, GoogleTest comes from sources
+# staged beforehand on a machine that has them:
+#   scripts/gpu_suite.sh --stage     # copies /usr/src/googletest to .deps/googletest
+# then carry `.deps` to the GPU machine (device tool: command `scripts/gpu_suite.sh`,
+# carry [".deps"]; about 80 s on an H100 host with the Hopper kernel off). Extra cmake arguments: $VFLASH_CMAKE_ARGS
+# (e.g. -DVFLASH_BUILD_HOPPER=OFF). Exit status: nonzero if any step failed.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+gtest_src="$root/.deps/googletest"
+
+if [ "${1:-}" = "--stage" ]; then
+  mkdir -p "$root/.deps"
+  rm -rf "$gtest_src"
+  cp -r /usr/src/googletest "$gtest_src"
+  echo "gpu_suite: staged GoogleTest sources in $gtest_src (carry .deps)"
+  exit 0
+fi
+
+export PATH=/usr/local/cuda/bin:$PATH
+build=${VFLASH_GPU_BUILD:-$root/build-gpu}
+out=${VFLASH_GPU_LOGS:-$build/gpu-suite}
+rm -rf "$out"
+mkdir -p "$out"
+jobs=$(nproc)
+status=0
+summary="$out/summary.txt"
+: > "$summary"
+t0=$SECONDS
+
+note() { echo "gpu_suite [$((SECONDS - t0)) s]: $*"; }
+
+# --- GoogleTest: the system's, else build the staged sources once.
+cmake_extra=()
+if ! ls /usr/lib/*/cmake/GTest/GTestConfig.cmake /usr/lib/cmake/GTest/GTestConfig.cmake >/dev/null 2>&1; then
+  gtest_prefix=/tmp/vflash-gtest
+  if [ ! -f "$gtest_prefix/lib/cmake/GTest/GTestConfig.cmake" ] && [ ! -f "$gtest_prefix/lib64/cmake/GTest/GTestConfig.cmake" ]; then
+    [ -d "$gtest_src" ] || { echo "gpu_suite: no GoogleTest here; run '$0 --stage' where it is installed and carry .deps" >&2; exit 2; }
+    note "building GoogleTest from $gtest_src"
+    cmake -S "$gtest_src" -B /tmp/vflash-gtest-build -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_INSTALL_PREFIX="$gtest_prefix" -DBUILD_GMOCK=ON >"$out/gtest_build.log" 2>&1 &&
+      ninja -C /tmp/vflash-gtest-build install >>"$out/gtest_build.log" 2>&1 ||
+      { tail -n 30 "$out/gtest_build.log"; echo "gpu_suite: GoogleTest build failed" >&2; exit 2; }
+  fi
+  cmake_extra+=("-DCMAKE_PREFIX_PATH=$gtest_prefix")
+fi
+
+# --- build
+note "configure + build in $build"
+# shellcheck disable=SC2086  # VFLASH_CMAKE_ARGS is a list of words
+if ! { cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+         -DVFLASH_CUDA_ARCHS="${VFLASH_CUDA_ARCHS:-90}" "${cmake_extra[@]}" ${VFLASH_CMAKE_ARGS:-} &&
+       ninja -C "$build" -j"$jobs"; } >"$out/build.log" 2>&1; then
+  tail -n 60 "$out/build.log"
+  [ -n "${OUT:-}" ] && cp "$out/build.log" "$OUT/"
+  echo "gpu_suite: build failed (log: $out/build.log)" >&2
+  exit 1
+fi
+note "build done"
+nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader 2>&1 | tee "$out/device.txt"
+"$build/vflash" doctor --json >"$out/doctor.json" 2>"$out/doctor.err" || status=1
+
+# --- counts of one gtest XML report: "passed failed skipped"
+counts() {
+  python3 - "$1" <<'EOF'
+import sys, xml.etree.ElementTree as ET
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except Exception:
+    print("- - -"); sys.exit()
+p = f = s = 0
+for case in root.iter("testcase"):
+    if case.find("failure") is not None or case.find("error") is not None: f += 1
+    elif case.get("result") == "skipped" or case.find("skipped") is not None: s += 1
+    elif case.get("status") == "run": p += 1
+print(p, f, s)
+EOF
+}
+record() {  # record <label> <exit status> <xml>
+  local c
+  c=$(counts "$3")
+  printf '%-28s %6s %6s %7s   exit %s\n' "$1" $c "$2" >>"$summary"
+  [ "$2" -eq 0 ] || status=1
+}
+
+# --- CPU tests (and GPU tests of other binaries)
+note "ctest (all but test_gpu_attention)"
+ctest --test-dir "$build" --timeout 300 -LE '^test_gpu_attention$' -j"$jobs" --output-on-failure \
+  --output-junit "$out/ctest.xml" >"$out/ctest.log" 2>&1
+record "ctest (other tests)" $? "$out/ctest.xml"
+
+# --- the GPU suite per kernel
+suite="$build/tests/test_gpu_attention"
+if [ $# -gt 0 ]; then
+  kernels="$*"
+elif [ -n "${VFLASH_KERNELS:-}" ]; then
+  kernels=$VFLASH_KERNELS
+else
+  kernels=$(python3 -c 'import json,sys
+print(" ".join(k["name"] for f in json.load(sys.stdin)["families"] for k in f["kernels"]))' <"$out/doctor.json")
+fi
+note "kernels under test: ${kernels:-none}"
+
+note "GPU suite, default dispatch"
+env -u VFLASH_FORCE_KERNEL "$suite" --gtest_output="xml:$out/suite_dispatch.xml" >"$out/suite_dispatch.log" 2>&1
+record "suite: dispatch" $? "$out/suite_dispatch.xml"
+for k in $kernels; do
+  note "GPU suite, forced $k"
+  VFLASH_FORCE_KERNEL=$k "$suite" --gtest_output="xml:$out/suite_$k.xml" >"$out/suite_$k.log" 2>&1
+  record "suite: $k" $? "$out/suite_$k.xml"
+done
+
+# --- compute-sanitizer on a small subset (the reference runs on the CPU, so
+# the cases are small ones covering each feature path).
+memcheck_filter='*/d64_bf16_causal:*/d128_fp16_window:*/d256_bf16_full:*/gqa4_d128_causal_fp16:*/dv_192_128_causal_bf16'
+memcheck_filter+=':*/softcap_d80_causal_bf16:*/dense_d64_causal_fp16:*/padded_strides_d64_fp16_causal:*/small_dims_d8_bf16'
+racecheck_filter='*/d64_bf16_causal:*/d128_fp16_window:*/dv_192_128_causal_bf16'
+for k in $kernels; do
+  for tool in memcheck racecheck; do
+    filter=$memcheck_filter
+    [ $tool = racecheck ] && filter=$racecheck_filter
+    note "compute-sanitizer $tool, $k"
+    VFLASH_FORCE_KERNEL=$k compute-sanitizer --tool $tool --error-exitcode 99 \
+      "$suite" --gtest_filter="$filter" --gtest_output="xml:$out/${tool}_$k.xml" >"$out/${tool}_$k.log" 2>&1
+    rc=$?
+    record "$tool: $k" $rc "$out/${tool}_$k.xml"
+    grep -h "ERROR SUMMARY\|RACECHECK SUMMARY" "$out/${tool}_$k.log" | tail -n 1 | sed "s/^/    $tool $k: /" >>"$summary"
+  done
+done
+
+note "done"
+{
+  echo
+  echo "=== gpu_suite summary ($(date -u +%FT%TZ), $(head -n 1 "$out/device.txt"))"
+  printf '%-28s %6s %6s %7s\n' "run" passed failed skipped
+  cat "$summary"
+  echo "overall: $([ $status -eq 0 ] && echo PASS || echo FAIL)   logs: $out"
+} | tee "$out/summary_table.txt"
+if [ -n "${OUT:-}" ]; then
+  cp "$out/summary_table.txt" "$OUT/"
+  tar czf "$OUT/gpu_suite_logs.tgz" -C "$out" .
+fi
+exit $status

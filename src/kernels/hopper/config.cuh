@@ -1,0 +1,65 @@
+// Compile-time shape of one Hopper kernel instantiation: tile sizes, the
+// shared-memory plan and the launch entry points. The list of instantiations
+// is generated (scripts/gen_hopper.py -> instances.inc).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "params.hpp"
+
+namespace vflash::hopper {
+
+inline constexpr int kSmemLimit = 227 * 1024;  // dynamic shared memory per block on sm_90
+
+template <int kQkDim, int kVDim, int kBlockN_, int kStages_, DType kDType_>
+struct Config {
+  static constexpr int kD = kQkDim;    // QK^T reduction dim as computed (72 runs as 80)
+  static constexpr int kDV = kVDim;    // PV output dim as computed
+  static constexpr int kBlockM = 128;  // query rows per tile: 64 per consumer warpgroup
+  static constexpr int kBlockN = kBlockN_;
+  static constexpr int kStages = kStages_;
+  static constexpr DType kDType = kDType_;
+
+  // Shared-memory tiles are stored as column chunks, each a row-major
+  // [rows][kChunk] block swizzled the way TMA writes it and wgmma reads it.
+  // The widest swizzle (128 B = 64 columns) that divides both dims is used;
+  // 80 falls to 32 B chunks of 16 columns, so nothing is padded to 96 or 128.
+  static constexpr int kChunk = (kD % 64 == 0 && kDV % 64 == 0) ? 64 : (kD % 32 == 0 && kDV % 32 == 0) ? 32 : 16;
+  static constexpr int kSwizzleBytes = kChunk * 2;
+  static_assert(kD % kChunk == 0 && kDV % kChunk == 0, "head dims must be whole chunks");
+  static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "key tile must be whole wgmma k-steps");
+
+  static constexpr int kQBytes = kBlockM * kD * 2;
+  static constexpr int kKBytes = kBlockN * kD * 2;
+  static constexpr int kVBytes = kBlockN * kDV * 2;
+  static constexpr int kOBytes = kBlockM * kDV * 2;
+  static constexpr int kAlign = 1024;  // a 128 B swizzle pattern repeats every 1 KB
+  static constexpr int kBarrierBytes = 128;
+  static constexpr int kRingBytes = kStages * (kKBytes + kVBytes);
+  // The O staging buffer gets its own space when it fits (so the next tile's
+  // Q can load during the epilogue); otherwise it reuses the Q tile's space.
+  static constexpr bool kOReusesQ = kAlign + kQBytes + kOBytes + kRingBytes + kBarrierBytes > kSmemLimit;
+  static constexpr int kQOffset = 0;
+  static constexpr int kOOffset = kOReusesQ ? 0 : kQBytes;
+  static constexpr int kKOffset = kQBytes + (kOReusesQ ? 0 : kOBytes);
+  static constexpr int kVOffset = kKOffset + kStages * kKBytes;
+  static constexpr int kBarrierOffset = kVOffset + kStages * kVBytes;
+  static constexpr int kSmemBytes = kAlign + kBarrierOffset + kBarrierBytes;
+  static_assert(kSmemBytes <= kSmemLimit, "tile plan exceeds shared memory");
+  static_assert(kQBytes % kAlign == 0 && kKBytes % kAlign == 0 && kVBytes % kAlign == 0 && kOBytes % kAlign == 0,
+                "tiles must keep 1 KB alignment");
+  static_assert(kDV <= kD || !kOReusesQ, "O staged in Q's space must fit there");
+
+  static constexpr int kProducerThreads = 128;  // one warpgroup; one warp issues TMA
+  static constexpr int kConsumerThreads = 256;  // two warpgroups of 64 query rows
+  static constexpr int kThreads = kProducerThreads + kConsumerThreads;
+};
+
+// Defined in fwd_launch.cuh, instantiated once per generated inst_*.cu.
+template <class Cfg>
+int launch_fwd(const FwdParams& params);
+template <class Cfg>
+const void* kernel_symbol();
+
+}  // namespace vflash::hopper

@@ -1,0 +1,480 @@
+// The sm_90a attention forward kernel: warp-specialised, persistent.
+//
+// One CTA = 3 warpgroups. Warpgroup 0 is the producer: one warp walks the
+// tile schedule and issues TMA loads of the Q tile (128 rows) and of K/V
+// tiles into a kStages-deep shared-memory ring, each completing on an
+// mbarrier. Warpgroups 1 and 2 are consumers, each owning 64 of the 128 query
+// rows: S = Q K^T with wgmma (both operands in shared memory), online softmax
+// in fp32 with exp2, O += P V with wgmma (P from registers). The consumers
+// release each ring slot through an "empty" mbarrier. The epilogue stages O
+// through shared memory and writes 16-byte rows, masked at the sequence end
+// so a tile never touches the next packed sequence.
+#pragma once
+
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "config.cuh"
+#include "ptx.cuh"
+#include "wgmma_ops.cuh"
+
+namespace vflash::hopper {
+
+// What the kernel needs besides the tensor maps of Q, K and V.
+struct KernelArgs {
+  void* o;
+  float* lse;  // null: not written
+  int64_t o_batch_stride, o_row_stride, o_head_stride;
+  int64_t lse_batch_stride, lse_head_stride;
+  const int32_t* cu_seqlens_q;  // null: dense layout
+  const int32_t* cu_seqlens_k;
+  int seqlen_q, seqlen_k;  // dense only
+  int batch, heads_q, heads_per_kv, head_dim_v;
+  int window_left, window_right;  // -1: unbounded; causal is window_right = 0
+  float score_scale_log2;  // multiplies raw scores into log2 units (1 with softcap)
+  float softcap_in;        // softmax_scale / softcap; 0 = no softcap
+  float softcap_out;       // softcap * log2(e)
+};
+
+// One unit of work: 128 query rows of one (sequence, query head).
+struct Tile {
+  int b, h, m_block;
+  int q_start, q_len;  // row offset of the sequence in the packed tensor (0 when dense), length
+  int k_start, k_len;
+  int n_begin, n_end;  // key blocks [n_begin, n_end) that some row of the tile can see
+};
+
+// Deterministic tile order shared by every warp of a CTA: each warp decodes
+// the same linear tile index on its own, so producer and consumers agree
+// without communicating. Varlen decoding walks the sequences with a cursor
+// that only moves forward (a CTA's tile indices increase), 32 sequences per
+// step with a warp scan.
+template <int kBlockM, int kBlockN>
+struct TileScheduler {
+  int b = 0;
+  int64_t first_tile = 0;  // tiles of sequences before b
+
+  __device__ __forceinline__ bool decode(int64_t t, const KernelArgs& a, Tile& tile) {
+    const int lane = threadIdx.x & 31;
+    int64_t local;
+    int m_blocks;
+    if (a.cu_seqlens_q == nullptr) {
+      m_blocks = (a.seqlen_q + kBlockM - 1) / kBlockM;
+      const int64_t per_batch = int64_t(m_blocks) * a.heads_q;
+      if (per_batch == 0 || t >= per_batch * a.batch) return false;
+      tile.b = int(t / per_batch);
+      local = t - int64_t(tile.b) * per_batch;
+      tile.q_start = 0;
+      tile.q_len = a.seqlen_q;
+      tile.k_start = 0;
+      tile.k_len = a.seqlen_k;
+    } else {
+      for (;;) {
+        if (b >= a.batch) return false;
+        const int mine = b + lane;
+        int64_t count = 0;
+        if (mine < a.batch) {
+          const int len = a.cu_seqlens_q[mine + 1] - a.cu_seqlens_q[mine];
+          count = int64_t((len + kBlockM - 1) / kBlockM) * a.heads_q;
+        }
+        int64_t inclusive = count;
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+          const int64_t up = __shfl_up_sync(0xffffffffu, inclusive, off);
+          if (lane >= off) inclusive += up;
+        }
+        const unsigned hit = __ballot_sync(0xffffffffu, mine < a.batch && first_tile + inclusive > t);
+        if (hit != 0) {
+          const int src = __ffs(hit) - 1;
+          first_tile += __shfl_sync(0xffffffffu, inclusive - count, src);
+          b += src;
+          break;
+        }
+        first_tile += __shfl_sync(0xffffffffu, inclusive, 31);
+        b += 32;
+      }
+      tile.b = b;
+      tile.q_start = a.cu_seqlens_q[b];
+      tile.q_len = a.cu_seqlens_q[b + 1] - tile.q_start;
+      tile.k_start = a.cu_seqlens_k[b];
+      tile.k_len = a.cu_seqlens_k[b + 1] - tile.k_start;
+      m_blocks = (tile.q_len + kBlockM - 1) / kBlockM;
+      local = t - first_tile;
+    }
+    tile.h = int(local / m_blocks);
+    // Last query block first: under causal masking it sees the most keys.
+    tile.m_block = m_blocks - 1 - int(local % m_blocks);
+
+    // Keys visible to rows [r0, r1] (bottom-right aligned masks).
+    const int r0 = tile.m_block * kBlockM;
+    const int r1 = min(r0 + kBlockM, tile.q_len) - 1;
+    const int diag = tile.k_len - tile.q_len;
+    int key_hi = tile.k_len - 1;
+    if (a.window_right >= 0) key_hi = min(key_hi, r1 + diag + a.window_right);
+    int key_lo = 0;
+    if (a.window_left >= 0) key_lo = max(0, r0 + diag - a.window_left);
+    tile.n_begin = key_lo / kBlockN;
+    tile.n_end = key_hi < key_lo ? tile.n_begin : key_hi / kBlockN + 1;
+    return true;
+  }
+};
+
+template <class Cfg>
+struct Kernel {
+  static constexpr int kBlockM = Cfg::kBlockM;
+  static constexpr int kBlockN = Cfg::kBlockN;
+  static constexpr int kD = Cfg::kD;
+  static constexpr int kDV = Cfg::kDV;
+  static constexpr int kChunk = Cfg::kChunk;
+  static constexpr int kSwz = Cfg::kSwizzleBytes;
+  static constexpr int kStages = Cfg::kStages;
+  using Elem = std::conditional_t<Cfg::kDType == DType::bf16, __nv_bfloat16, __half>;
+  using Scheduler = TileScheduler<kBlockM, kBlockN>;
+
+  // setmaxnreg moves registers within the CTA's launch allocation
+  // (__launch_bounds__(384, 1): 168 per thread): what the producer warpgroup
+  // gives up must cover what the two consumer warpgroups take, or the
+  // consumers' setmaxnreg.inc waits forever.
+  static constexpr int kLaunchRegs = 65536 / Cfg::kThreads / 8 * 8;
+  static constexpr int kProducerRegs = 40;
+  static constexpr int kConsumerRegs = 232;
+  static_assert((kLaunchRegs - kProducerRegs) * Cfg::kProducerThreads >=
+                    (kConsumerRegs - kLaunchRegs) * Cfg::kConsumerThreads,
+                "register reallocation exceeds the CTA's allocation");
+
+  struct Barriers {
+    uint64_t q_full, q_empty;
+    uint64_t k_full[kStages], v_full[kStages], kv_empty[kStages];
+  };
+  static_assert(sizeof(Barriers) <= Cfg::kBarrierBytes, "barrier area too small");
+
+  // Byte offset of element (row, col) in a chunked, swizzled tile of `rows`
+  // rows: the layout TMA writes with CU_TENSOR_MAP_SWIZZLE_<kSwz>B.
+  __device__ __forceinline__ static uint32_t tile_offset(int row, int col, int rows) {
+    uint32_t off = uint32_t(row * kSwz + (col % kChunk) * 2);
+    off ^= ((off >> 7) & (kSwz / 16 - 1)) << 4;
+    return uint32_t((col / kChunk) * rows * kSwz) + off;
+  }
+
+  __device__ __forceinline__ static int ring_next(int& stage, uint32_t& phase) {
+    const int s = stage;
+    if (++stage == kStages) {
+      stage = 0;
+      phase ^= 1;
+    }
+    return s;
+  }
+
+  // ---------------------------------------------------------------- producer
+  __device__ __forceinline__ static void produce(const CUtensorMap* tq, const CUtensorMap* tk, const CUtensorMap* tv,
+                                 const KernelArgs& a, uint8_t* smem, Barriers& bars) {
+    const bool leader = (threadIdx.x & 31) == 0;
+    if (leader) {
+      tma_prefetch_descriptor(tq);
+      tma_prefetch_descriptor(tk);
+      tma_prefetch_descriptor(tv);
+    }
+    const uint64_t keep = policy_evict_last();
+    const uint64_t stream = policy_evict_first();
+    const uint32_t q_smem = smem_addr(smem + Cfg::kQOffset);
+    const uint32_t k_smem = smem_addr(smem + Cfg::kKOffset);
+    const uint32_t v_smem = smem_addr(smem + Cfg::kVOffset);
+    const int batch_coord_dense = a.cu_seqlens_q == nullptr;
+    Scheduler sched;
+    Tile tile;
+    int stage = 0;
+    uint32_t phase = 0, q_phase = 0;
+    for (int64_t t = blockIdx.x; sched.decode(t, a, tile); t += gridDim.x) {
+      if (tile.n_begin >= tile.n_end) continue;  // no visible key: consumers write zeros
+      const int bc = batch_coord_dense ? tile.b : 0;
+      if (leader) {
+        mbar_wait(smem_addr(&bars.q_empty), q_phase ^ 1);
+        const uint32_t qbar = smem_addr(&bars.q_full);
+        mbar_arrive_expect_tx(qbar, Cfg::kQBytes);
+        const int row = tile.q_start + tile.m_block * kBlockM;
+#pragma unroll
+        for (int c = 0; c < kD / kChunk; ++c)
+          tma_load_4d(q_smem + c * kBlockM * kSwz, tq, qbar, c * kChunk, tile.h, row, bc, stream);
+      }
+      q_phase ^= 1;
+      const int kv_head = tile.h / a.heads_per_kv;
+      for (int n = tile.n_end - 1; n >= tile.n_begin; --n) {
+        const uint32_t ph = phase;
+        const int s = ring_next(stage, phase);
+        if (leader) {
+          mbar_wait(smem_addr(&bars.kv_empty[s]), ph ^ 1);
+          const int row = tile.k_start + n * kBlockN;
+          const uint32_t kbar = smem_addr(&bars.k_full[s]);
+          mbar_arrive_expect_tx(kbar, Cfg::kKBytes);
+#pragma unroll
+          for (int c = 0; c < kD / kChunk; ++c)
+            tma_load_4d(k_smem + s * Cfg::kKBytes + c * kBlockN * kSwz, tk, kbar, c * kChunk, kv_head, row, bc,
+                        keep);
+          const uint32_t vbar = smem_addr(&bars.v_full[s]);
+          mbar_arrive_expect_tx(vbar, Cfg::kVBytes);
+#pragma unroll
+          for (int c = 0; c < kDV / kChunk; ++c)
+            tma_load_4d(v_smem + s * Cfg::kVBytes + c * kBlockN * kSwz, tv, vbar, c * kChunk, kv_head, row, bc,
+                        keep);
+        }
+      }
+      __syncwarp();
+    }
+  }
+
+  // ---------------------------------------------------------------- consumer
+  __device__ __forceinline__ static uint32_t pack(float lo, float hi) {
+    if constexpr (Cfg::kDType == DType::bf16) {
+      __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+      return *reinterpret_cast<uint32_t*>(&v);
+    } else {
+      __half2 v = __floats2half2_rn(lo, hi);
+      return *reinterpret_cast<uint32_t*>(&v);
+    }
+  }
+
+  __device__ __forceinline__ static void issue_qk(float (&sc)[kBlockN / 2], uint32_t q_smem, uint32_t k_tile, int wg) {
+#pragma unroll
+    for (int kk = 0; kk < kD / 16; ++kk) {
+      const int c = kk * 16 / kChunk, within = (kk * 16) % kChunk;
+      const uint64_t da =
+          make_smem_desc(q_smem + c * kBlockM * kSwz + wg * 64 * kSwz + within * 2, 16, 8 * kSwz, kSwz);
+      const uint64_t db = make_smem_desc(k_tile + c * kBlockN * kSwz + within * 2, 16, 8 * kSwz, kSwz);
+      wgmma_ss<kBlockN, Cfg::kDType>(sc, da, db, kk > 0);
+    }
+  }
+
+  __device__ __forceinline__ static void issue_pv(float (&o)[kDV / 2], const uint32_t (&p)[kBlockN / 16][4], uint32_t v_tile) {
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      const uint64_t db = make_smem_desc(v_tile + kk * 16 * kSwz, kBlockN * kSwz, 8 * kSwz, kSwz);
+      wgmma_rs<kDV, Cfg::kDType>(o, p[kk], db, 1);
+    }
+  }
+
+  // Query rows and key columns of one consumer thread's accumulator entries,
+  // and the call's masking state.
+  struct RowState {
+    int my_row0;  // sequence row of accumulator rows (i & 2) == 0; +8 for the others
+    int quad_col;
+    int r0;       // first row of the tile
+    int diag;     // k_len - q_len: bottom-right alignment
+    int k_len;
+    float row_max[2];
+    float row_sum[2];  // this thread's partial sums; reduced over the quad at the end
+  };
+
+  // Softcap, mask, and the online-softmax update for key block n. Leaves
+  // exp2 of the scores in `sc` and returns the factor by which O must be
+  // rescaled for each of the thread's two rows.
+  __device__ __forceinline__ static void softmax_block(float (&sc)[kBlockN / 2], int n, const KernelArgs& a, RowState& st,
+                                       float (&rescale)[2]) {
+    const float sl2 = a.score_scale_log2;
+    if (a.softcap_in != 0.f) {
+#pragma unroll
+      for (int i = 0; i < kBlockN / 2; ++i) sc[i] = a.softcap_out * tanhf(sc[i] * a.softcap_in);
+    }
+    const int key0 = n * kBlockN;
+    const bool edge = key0 + kBlockN > st.k_len ||
+                      (a.window_right >= 0 && key0 + kBlockN - 1 > st.r0 + st.diag + a.window_right) ||
+                      (a.window_left >= 0 && key0 < st.r0 + kBlockM - 1 + st.diag - a.window_left);
+    if (edge) {
+#pragma unroll
+      for (int i = 0; i < kBlockN / 2; ++i) {
+        const int key = key0 + (i / 4) * 8 + st.quad_col + (i & 1);
+        const int row = st.my_row0 + ((i & 2) ? 8 : 0);
+        bool visible = key < st.k_len;
+        if (a.window_right >= 0) visible = visible && key <= row + st.diag + a.window_right;
+        if (a.window_left >= 0) visible = visible && key >= row + st.diag - a.window_left;
+        if (!visible) sc[i] = -INFINITY;
+      }
+    }
+    float blk_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int i = 0; i < kBlockN / 2; ++i) blk_max[(i >> 1) & 1] = fmaxf(blk_max[(i >> 1) & 1], sc[i]);
+    float base[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      blk_max[r] = fmaxf(blk_max[r], __shfl_xor_sync(0xffffffffu, blk_max[r], 1));
+      blk_max[r] = fmaxf(blk_max[r], __shfl_xor_sync(0xffffffffu, blk_max[r], 2));
+      const float new_max = fmaxf(st.row_max[r], blk_max[r]);
+      // A row that has seen no visible key yet keeps max -inf; exponents
+      // are then taken against 0 so they stay 0 rather than NaN.
+      base[r] = new_max == -INFINITY ? 0.f : new_max * sl2;
+      rescale[r] = fast_exp2(st.row_max[r] * sl2 - base[r]);
+      st.row_max[r] = new_max;
+      st.row_sum[r] *= rescale[r];
+    }
+#pragma unroll
+    for (int i = 0; i < kBlockN / 2; ++i) {
+      const int r = (i >> 1) & 1;
+      sc[i] = fast_exp2(fmaf(sc[i], sl2, -base[r]));
+      st.row_sum[r] += sc[i];
+    }
+  }
+
+  // Accumulator layout of S equals the register-A layout of the PV wgmma:
+  // consecutive pairs of S entries become the packed 16-bit P fragments.
+  __device__ __forceinline__ static void to_p(const float (&sc)[kBlockN / 2], uint32_t (&p)[kBlockN / 16][4]) {
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) p[kk][j] = pack(sc[8 * kk + 2 * j], sc[8 * kk + 2 * j + 1]);
+  }
+
+  __device__ __forceinline__ static void rescale_o(float (&o)[kDV / 2], const float (&rescale)[2]) {
+#pragma unroll
+    for (int i = 0; i < kDV / 2; ++i) o[i] *= rescale[(i >> 1) & 1];
+  }
+
+  __device__ __forceinline__ static void consume(int wg, const KernelArgs& a, uint8_t* smem, Barriers& bars) {
+    const int tid = threadIdx.x & 127;  // thread within the warpgroup
+    const int warp = tid / 32;
+    const int lane = tid & 31;
+    const int quad_row = lane / 4;  // row within the warp's 16 rows (and +8)
+    const int quad_col = (lane % 4) * 2;
+    const uint32_t q_smem = smem_addr(smem + Cfg::kQOffset);
+    const uint32_t k_smem = smem_addr(smem + Cfg::kKOffset);
+    const uint32_t v_smem = smem_addr(smem + Cfg::kVOffset);
+    uint8_t* o_stage = smem + Cfg::kOOffset;
+    Elem* const o_base = static_cast<Elem*>(a.o);
+    const float sl2 = a.score_scale_log2;
+
+    Scheduler sched;
+    Tile tile;
+    int stage = 0;
+    uint32_t phase = 0, q_phase = 0;
+    for (int64_t t = blockIdx.x; sched.decode(t, a, tile); t += gridDim.x) {
+      float o[kDV / 2];
+#pragma unroll
+      for (int i = 0; i < kDV / 2; ++i) o[i] = 0.f;
+      RowState st;
+      st.r0 = tile.m_block * kBlockM;
+      st.my_row0 = st.r0 + wg * 64 + warp * 16 + quad_row;
+      st.quad_col = quad_col;
+      st.diag = tile.k_len - tile.q_len;
+      st.k_len = tile.k_len;
+      st.row_max[0] = st.row_max[1] = -INFINITY;
+      st.row_sum[0] = st.row_sum[1] = 0.f;
+      const int r0 = st.r0;
+      const int my_row0 = st.my_row0;
+      const bool any_key = tile.n_begin < tile.n_end;
+
+      if (any_key) {
+        float sc[kBlockN / 2];
+        uint32_t p[kBlockN / 16][4];
+        float rescale[2];
+        mbar_wait(smem_addr(&bars.q_full), q_phase);
+        // Per key block (last first): S = Q K^T, softmax, O += P V. The two
+        // consumer warpgroups run this independently, so one's softmax
+        // overlaps the other's GEMMs.
+        for (int n = tile.n_end - 1; n >= tile.n_begin; --n) {
+          const uint32_t ph = phase;
+          const int s = ring_next(stage, phase);
+          mbar_wait(smem_addr(&bars.k_full[s]), ph);
+          wgmma_fence();
+          issue_qk(sc, q_smem, k_smem + s * Cfg::kKBytes, wg);
+          wgmma_commit();
+          wgmma_wait<0>();
+          fence_regs(sc);
+          if (!Cfg::kOReusesQ && n == tile.n_begin) mbar_arrive(smem_addr(&bars.q_empty));
+          softmax_block(sc, n, a, st, rescale);
+          rescale_o(o, rescale);
+          to_p(sc, p);
+          mbar_wait(smem_addr(&bars.v_full[s]), ph);
+          wgmma_fence();
+          issue_pv(o, p, v_smem + s * Cfg::kVBytes);
+          wgmma_commit();
+          wgmma_wait<0>();
+          fence_regs(o);
+          mbar_arrive(smem_addr(&bars.kv_empty[s]));
+        }
+      }
+
+      // ---- epilogue: normalise, stage O in shared memory, write rows < q_len
+      float lse[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        st.row_sum[r] += __shfl_xor_sync(0xffffffffu, st.row_sum[r], 1);
+        st.row_sum[r] += __shfl_xor_sync(0xffffffffu, st.row_sum[r], 2);
+        const bool seen = st.row_sum[r] > 0.f;
+        lse[r] = seen ? (st.row_max[r] * sl2 + __log2f(st.row_sum[r])) * 0.6931471805599453f : -INFINITY;
+        st.row_sum[r] = seen ? 1.f / st.row_sum[r] : 0.f;
+      }
+#pragma unroll
+      for (int j = 0; j < kDV / 8; ++j) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const int row = wg * 64 + warp * 16 + quad_row + r * 8;
+          const uint32_t v = pack(o[4 * j + 2 * r] * st.row_sum[r], o[4 * j + 2 * r + 1] * st.row_sum[r]);
+          *reinterpret_cast<uint32_t*>(o_stage + tile_offset(row, 8 * j + quad_col, kBlockM)) = v;
+        }
+      }
+      named_barrier_sync(1 + wg, 128);
+      const int units_per_row = a.head_dim_v / 8;  // 16-byte units
+      const int64_t head_off = int64_t(tile.b) * a.o_batch_stride + int64_t(tile.h) * a.o_head_stride;
+      for (int u = tid; u < 64 * units_per_row; u += 128) {
+        const int row = u / units_per_row;
+        const int col = (u % units_per_row) * 8;
+        const int q_row = r0 + wg * 64 + row;
+        if (q_row < tile.q_len) {
+          const uint4 v = *reinterpret_cast<const uint4*>(o_stage + tile_offset(wg * 64 + row, col, kBlockM));
+          *reinterpret_cast<uint4*>(o_base + head_off + int64_t(tile.q_start + q_row) * a.o_row_stride + col) = v;
+        }
+      }
+      if (a.lse != nullptr && (lane & 3) == 0) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const int q_row = my_row0 + r * 8;
+          if (q_row < tile.q_len)
+            a.lse[int64_t(tile.b) * a.lse_batch_stride + int64_t(tile.h) * a.lse_head_stride + tile.q_start + q_row] =
+                lse[r];
+        }
+      }
+      named_barrier_sync(1 + wg, 128);  // staging reads done before the next tile rewrites it
+      if (any_key) {
+        if constexpr (Cfg::kOReusesQ) {
+          fence_proxy_async();  // our generic writes precede the next Q TMA into this space
+          mbar_arrive(smem_addr(&bars.q_empty));
+        }
+        q_phase ^= 1;
+      }
+    }
+  }
+};
+
+template <class Cfg>
+__global__ void __launch_bounds__(Cfg::kThreads, 1)
+    fwd_kernel(const __grid_constant__ CUtensorMap tmap_q, const __grid_constant__ CUtensorMap tmap_k,
+               const __grid_constant__ CUtensorMap tmap_v, const KernelArgs args) {
+  using K = Kernel<Cfg>;
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + Cfg::kAlign - 1) &
+                                             ~uintptr_t(Cfg::kAlign - 1));
+  auto& bars = *reinterpret_cast<typename K::Barriers*>(smem + Cfg::kBarrierOffset);
+  if (threadIdx.x == 0) {
+    mbar_init(smem_addr(&bars.q_full), 1);
+    mbar_init(smem_addr(&bars.q_empty), Cfg::kConsumerThreads);
+    for (int s = 0; s < Cfg::kStages; ++s) {
+      mbar_init(smem_addr(&bars.k_full[s]), 1);
+      mbar_init(smem_addr(&bars.v_full[s]), 1);
+      mbar_init(smem_addr(&bars.kv_empty[s]), Cfg::kConsumerThreads);
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  const int wg = threadIdx.x / 128;
+  if (wg == 0) {
+    regs_lower<K::kProducerRegs>();
+    if (threadIdx.x < 32) K::produce(&tmap_q, &tmap_k, &tmap_v, args, smem, bars);
+  } else {
+    regs_raise<K::kConsumerRegs>();
+    K::consume(wg - 1, args, smem, bars);
+  }
+}
+
+}  // namespace vflash::hopper

@@ -1,0 +1,90 @@
+// Host side of one Hopper kernel instantiation: builds the TMA tensor maps
+// for the call (no allocation, no synchronisation) and launches the
+// persistent grid on the caller's stream.
+#pragma once
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "fwd_kernel.cuh"
+#include "tensor_map.hpp"
+
+namespace vflash::hopper {
+
+template <class Cfg>
+const void* kernel_symbol() {
+  return reinterpret_cast<const void*>(&fwd_kernel<Cfg>);
+}
+
+template <class Cfg>
+int launch_fwd(const FwdParams& p) {
+  const bool dense = !p.is_varlen();
+  const int64_t q_rows = dense ? p.seqlen_q : p.total_q;
+  const int64_t k_rows = dense ? p.seqlen_k : p.total_k;
+  if (q_rows == 0 || p.batch == 0) return cudaSuccess;  // nothing to compute
+
+  const CUtensorMapDataType type =
+      Cfg::kDType == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  const int batches = dense ? p.batch : 1;
+  CUtensorMap tq, tk, tv;
+  int err = encode_head_tensor(&tq, type, p.q, p.head_dim, p.heads_q, q_rows, batches, p.q_head_stride,
+                               p.q_row_stride, p.q_batch_stride, Cfg::kChunk, Cfg::kBlockM);
+  if (err == cudaSuccess)
+    err = encode_head_tensor(&tk, type, p.k, p.head_dim, p.heads_k, std::max<int64_t>(k_rows, 1), batches,
+                             p.k_head_stride, p.k_row_stride, p.k_batch_stride, Cfg::kChunk, Cfg::kBlockN);
+  if (err == cudaSuccess)
+    err = encode_head_tensor(&tv, type, p.v, p.head_dim_v, p.heads_k, std::max<int64_t>(k_rows, 1), batches,
+                             p.v_head_stride, p.v_row_stride, p.v_batch_stride, Cfg::kChunk, Cfg::kBlockN);
+  if (err != cudaSuccess) return err;
+  // The epilogue writes 16-byte pieces of O rows.
+  if (reinterpret_cast<uintptr_t>(p.o) % 16 != 0 || p.o_row_stride % 8 != 0 || p.o_head_stride % 8 != 0 ||
+      p.o_batch_stride % 8 != 0)
+    return cudaErrorInvalidValue;
+
+  KernelArgs a{};
+  a.o = p.o;
+  a.lse = p.lse;
+  a.o_batch_stride = p.o_batch_stride;
+  a.o_row_stride = p.o_row_stride;
+  a.o_head_stride = p.o_head_stride;
+  a.lse_batch_stride = p.lse_batch_stride;
+  a.lse_head_stride = p.lse_head_stride;
+  a.cu_seqlens_q = p.cu_seqlens_q;
+  a.cu_seqlens_k = p.cu_seqlens_k;
+  a.seqlen_q = p.seqlen_q;
+  a.seqlen_k = p.seqlen_k;
+  a.batch = p.batch;
+  a.heads_q = p.heads_q;
+  a.heads_per_kv = p.heads_q / p.heads_k;
+  a.head_dim_v = p.head_dim_v;
+  a.window_left = p.window_left;
+  a.window_right = p.window_right;
+  constexpr float kLog2e = 1.4426950408889634f;
+  if (p.softcap > 0.f) {
+    a.softcap_in = p.softmax_scale / p.softcap;
+    a.softcap_out = p.softcap * kLog2e;
+    a.score_scale_log2 = 1.f;
+  } else {
+    a.softcap_in = 0.f;
+    a.softcap_out = 0.f;
+    a.score_scale_log2 = p.softmax_scale * kLog2e;
+  }
+
+  int device = p.device, sms = 0;
+  if (device < 0 && cudaGetDevice(&device) != cudaSuccess) return cudaErrorInvalidDevice;
+  if (int e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); e != cudaSuccess) return e;
+  if (int e = cudaFuncSetAttribute(fwd_kernel<Cfg>, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+      e != cudaSuccess)
+    return e;
+  // Upper bound of the tile count; CTAs past the real count exit at once.
+  const int64_t max_q = dense ? p.seqlen_q : p.max_seqlen_q;
+  const int64_t tiles = int64_t(p.batch) * p.heads_q * ((max_q + Cfg::kBlockM - 1) / Cfg::kBlockM);
+  const int grid = int(std::max<int64_t>(1, std::min<int64_t>(tiles, sms)));
+  fwd_kernel<Cfg><<<grid, Cfg::kThreads, Cfg::kSmemBytes, static_cast<cudaStream_t>(p.stream)>>>(tq, tk, tv, a);
+  return cudaGetLastError();
+}
+
+}  // namespace vflash::hopper

@@ -1,0 +1,68 @@
+// Registry entry of the Hopper (sm_90a) kernel family: one kernel, "hopper",
+// whose launch picks the generated instantiation for the call's head dims and
+// dtype (instances.inc, from scripts/gen_hopper.py).
+#include <array>
+#include <span>
+
+#include "config.cuh"
+#include "registry.hpp"
+
+namespace vflash::hopper {
+namespace {
+
+struct Instance {
+  int qk_dim, v_dim;
+  DType dtype;
+  int (*launch)(const FwdParams&);
+  const void* (*symbol)();
+};
+
+constexpr Instance kInstances[] = {
+#define VFLASH_HOPPER_INSTANCE(D, DV, BN, ST, DT) \
+  {D, DV, DType::DT, &launch_fwd<Config<D, DV, BN, ST, DType::DT>>, &kernel_symbol<Config<D, DV, BN, ST, DType::DT>>},
+#include "instances.inc"
+#undef VFLASH_HOPPER_INSTANCE
+};
+
+// Head dim as computed: 72 runs on the 80 instantiation (zero-filled by TMA).
+int computed_dim(int d) { return d == 72 ? 80 : d; }
+
+const Instance* find_instance(const FwdParams& p) {
+  for (const Instance& in : kInstances)
+    if (in.qk_dim == computed_dim(p.head_dim) && in.v_dim == computed_dim(p.head_dim_v) && in.dtype == p.dtype)
+      return &in;
+  return nullptr;
+}
+
+int launch(const FwdParams& p) {
+  const Instance* in = find_instance(p);
+  return in ? in->launch(p) : int(cudaErrorInvalidValue);
+}
+
+const void* probe() { return kInstances[0].symbol(); }
+
+constexpr HeadDimRule kHeadDims[] = {
+    {64, 64, 8, 64, 64, 8, true},     {72, 80, 8, 72, 80, 8, true},    {96, 96, 8, 96, 96, 8, true},
+    {128, 128, 8, 128, 128, 8, true}, {192, 192, 8, 128, 128, 8, false}, {192, 192, 8, 192, 192, 8, true},
+    {256, 256, 8, 256, 256, 8, true},
+};
+
+const KernelInfo kKernels[] = {{
+    "hopper",
+    "sm_90a warp-specialised TMA + wgmma forward (persistent, producer/consumer warpgroups)",
+    100,
+    nullptr,
+    dtype_bit(DType::fp16) | dtype_bit(DType::bf16),
+    kCausal | kWindow | kSoftcap | kGqa | kLse | kDense | kVarlen,
+    kHeadDims,
+    &launch,
+    nullptr,
+    &probe,
+}};
+
+}  // namespace
+}  // namespace vflash::hopper
+
+namespace vflash {
+std::span<const KernelInfo> hopper_kernels() { return vflash::hopper::kKernels; }
+}  // namespace vflash

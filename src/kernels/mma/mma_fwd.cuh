@@ -1,0 +1,475 @@
+// The mma forward kernel: a persistent CTA walks (query block, head) tiles of
+// the tile list and, per tile, streams key/value blocks through shared memory
+// (cp.async, two stages: K and V of the next block, or of the next tile's
+// first block and then its Q, load while this block computes), multiplies on
+// warp tensor cores (ldmatrix + mma.sync m16n8k16, fp32 accumulation) and keeps
+// an fp32 online softmax in the exp2 domain (softmax_scale * log2(e) folded
+// into one FFMA per score before ex2).
+//
+// Template: dtype, head-dim bucket and tile shape only; every feature (causal,
+// window, softcap, GQA, LSE, varlen/dense, the call's own d and d_v) is a
+// run-time value tested by branches uniform across the CTA.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cmath>
+
+#include "kernels/mma/mma_ptx.cuh"
+#include "kernels/mma/mma_schedule.cuh"
+#include "params.hpp"
+
+namespace vflash::mma {
+
+struct FwdArgs {
+  FwdParams p;
+  const TileListHeader* header;
+  const TilePair* pairs;
+  float exp2_scale;  // score -> log2 units: softmax_scale*log2e (log2e after the softcap)
+  float softcap;     // 0: none; else scores become softcap * tanh(score * softcap_in)
+  float softcap_in;  // softmax_scale / softcap
+  int group;         // query heads per key/value head
+};
+
+// Shared-memory layout of a [rows][chunks] tile of 16-byte chunks (8 elements):
+// each 8-row x 1-chunk block is 128 contiguous bytes, in which row r's chunk c
+// sits at slot r ^ (c & 7). ldmatrix (8 rows, one chunk) then reads 8 distinct
+// bank groups, and cp.async of 8 consecutive chunks of a row writes 8 distinct
+// ones, for any number of chunks per row (72 and 80 included).
+template <int kChunks>
+__device__ __forceinline__ uint32_t swizzle(int row, int chunk) {
+  return uint32_t((((row >> 3) * kChunks + chunk) << 3) + ((row & 7) ^ (chunk & 7))) << 4;
+}
+
+// Per-lane part of the ldmatrix addresses of one operand: lane reads row
+// row0 + lane_row, chunk chunk0 + lane_chunk (row0 a multiple of 8, chunk0 even,
+// lane_chunk 0 or 1), so (chunk & 7) = (chunk0 & 7) ^ lane_chunk and the whole
+// address is a per-lane base plus one of four per-lane swizzle terms plus a
+// constant of the unrolled loops.
+template <int kChunks>
+struct LaneOffsets {
+  uint32_t base;
+  uint32_t swz[4];
+  __device__ __forceinline__ LaneOffsets(uint32_t smem_base, int lane_row, int lane_chunk) {
+    base = smem_base + uint32_t(((lane_row >> 3) * kChunks + lane_chunk) << 7);
+    const int x = (lane_row & 7) ^ lane_chunk;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) swz[j] = uint32_t((x ^ (2 * j)) << 4);
+  }
+  __device__ __forceinline__ uint32_t at(int row0, int chunk0) const {
+    return base + uint32_t(((row0 >> 3) * kChunks + chunk0) << 7) + swz[(chunk0 & 7) >> 1];
+  }
+};
+
+template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN>
+struct FwdTile {
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kBlockM = kWarps * 16 * kMAtoms;
+  static constexpr int kChunks = kBucket / 8;
+  static constexpr int kSteps = kBucket / 16;  // reduction steps of Q*K^T, output pairs of P*V
+  static constexpr int kNTiles = kBlockN / 8;
+  // Q fragments stay in registers when small; otherwise re-read per block.
+  static constexpr bool kQInRegs = kMAtoms * kSteps * 4 <= 40;
+  static_assert(kBlockN % 16 == 0 && kBucket % 16 == 0);
+
+  // Issue cp.async of a [kRows][kChunks] tile whose row 0 is at g; rows >=
+  // rows_valid and chunks >= chunks_data read as zero (the bucket's padding).
+  template <int kRows>
+  static __device__ __forceinline__ void load(uint32_t s_base, const Elem* g, int64_t row_stride,
+                                              int rows_valid, int chunks_data) {
+    constexpr int kTotal = kRows * kChunks;
+#pragma unroll 1  // rolled: unrolled, the per-thread offsets get hoisted into registers
+    for (int i = 0; i < (kTotal + kThreads - 1) / kThreads; ++i) {
+      const int idx = i * kThreads + int(threadIdx.x);
+      if (kTotal % kThreads == 0 || idx < kTotal) {
+        const int row = idx / kChunks, chunk = idx % kChunks;
+        const bool valid = row < rows_valid && chunk < chunks_data;
+        const Elem* src = valid ? g + row * row_stride + chunk * 8 : g;
+        cp_async_16(s_base + swizzle<kChunks>(row, chunk), src, valid);
+      }
+    }
+  }
+};
+
+// Where one tile's tensors are: its pair (from shared memory) and head.
+template <class Elem, int kBlockM>
+struct TileView {
+  TilePair g;
+  int head, head_k, rows_valid;
+
+  __device__ __forceinline__ TileView(const TilePair& pair, int tile, const FwdArgs& a)
+      : g(pair) {
+    head = tile % a.p.heads_q;
+    head_k = head / a.group;
+    rows_valid = min(kBlockM, g.seqlen_q - g.m0);
+  }
+  __device__ __forceinline__ const Elem* q(const FwdParams& p) const {
+    return static_cast<const Elem*>(p.q) + g.batch * p.q_batch_stride +
+           (int64_t(g.q_start) + g.m0) * p.q_row_stride + head * p.q_head_stride;
+  }
+  __device__ __forceinline__ const Elem* k(const FwdParams& p) const {
+    return static_cast<const Elem*>(p.k) + g.batch * p.k_batch_stride +
+           int64_t(g.k_start) * p.k_row_stride + head_k * p.k_head_stride;
+  }
+  __device__ __forceinline__ const Elem* v(const FwdParams& p) const {
+    return static_cast<const Elem*>(p.v) + g.batch * p.v_batch_stride +
+           int64_t(g.k_start) * p.v_row_stride + head_k * p.v_head_stride;
+  }
+  __device__ __forceinline__ Elem* o(const FwdParams& p) const {
+    return static_cast<Elem*>(p.o) + g.batch * p.o_batch_stride +
+           (int64_t(g.q_start) + g.m0) * p.o_row_stride + head * p.o_head_stride;
+  }
+};
+
+template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN>
+__global__ void __launch_bounds__(kWarps * 32)
+    fwd_kernel(const __grid_constant__ FwdArgs args) {
+  using T = FwdTile<Elem, kBucket, kWarps, kMAtoms, kBlockN>;
+  using View = TileView<Elem, T::kBlockM>;
+  constexpr int kBlockM = T::kBlockM, kChunks = T::kChunks, kSteps = T::kSteps,
+                kNTiles = T::kNTiles;
+  constexpr uint32_t kKVBytes = kBlockN * kChunks * 16;  // one K or V buffer
+
+  // Q, then two stages of K and V: block i computes from stage i & 1 while
+  // block i + 1 (or the next tile's first block) loads into the other.
+  extern __shared__ __align__(128) uint4 smem[];
+  __shared__ TilePair pair_slot[2];  // this tile's and the next one's
+  const uint32_t sQ = smem_addr(smem);
+  const uint32_t sK = sQ + kBlockM * kChunks * 16;
+  const uint32_t sV = sK + 2 * kKVBytes;
+
+  const FwdParams& p = args.p;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int warp_row0 = warp * 16 * kMAtoms;  // first row of this warp within the tile
+
+  // The bucket's reduction steps and output tiles all run (zeros beyond the
+  // call's d and d_v): branch-free inner loops; only d_v/8 output tiles are stored.
+  const int q_data_chunks = p.head_dim / 8, v_data_chunks = p.head_dim_v / 8;
+  const int out_tiles = p.head_dim_v / 8;
+  const LaneOffsets<kChunks> q_lane(sQ, lane & 15, lane >> 4);
+  const LaneOffsets<kChunks> k_lane(sK, (lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1);
+  const LaneOffsets<kChunks> v_lane(sV, lane & 15, lane >> 4);
+  const int num_tiles = args.header->num_pairs * p.heads_q;
+
+  // Thread 0 copies a tile's pair into a slot (complete after the next wait).
+  auto fetch_pair = [&](int tile, int slot) {
+    if (tid == 0) {
+      const char* src = reinterpret_cast<const char*>(args.pairs + tile / p.heads_q);
+      cp_async_16(smem_addr(&pair_slot[slot]), src, true);
+      cp_async_16(smem_addr(&pair_slot[slot]) + 16, src + 16, true);
+    }
+  };
+  auto load_q = [&](const View& view) {
+    T::template load<kBlockM>(sQ, view.q(p), p.q_row_stride, view.rows_valid, q_data_chunks);
+  };
+  // K and V of key block nb of a tile into a stage.
+  auto load_kv = [&](const View& view, int nb, int stage) {
+    const int n0 = nb * kBlockN;
+    T::template load<kBlockN>(sK + stage * kKVBytes, view.k(p) + n0 * p.k_row_stride,
+                              p.k_row_stride, view.g.seqlen_k - n0, q_data_chunks);
+    T::template load<kBlockN>(sV + stage * kKVBytes, view.v(p) + n0 * p.v_row_stride,
+                              p.v_row_stride, view.g.seqlen_k - n0, v_data_chunks);
+  };
+
+  int tile = blockIdx.x;
+  if (tile >= num_tiles) return;
+  fetch_pair(tile, 0);
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+  int stage = 0;  // stage of the block computed next
+  {
+    const View first(pair_slot[0], tile, args);
+    load_q(first);
+    if (first.g.nb_end > first.g.nb_first) load_kv(first, first.g.nb_end - 1, stage);
+    cp_async_commit();
+  }
+
+  for (int iter = 0;; ++iter) {
+    // Tiles go round-robin over the longest-first list.
+    const int next = tile + int(gridDim.x);
+    const bool has_next = next < num_tiles;
+    if (has_next) fetch_pair(next, (iter + 1) & 1);
+    cp_async_commit();
+    const View cur(pair_slot[iter & 1], tile, args);
+    const int sq = cur.g.seqlen_q, sk = cur.g.seqlen_k, m0 = cur.g.m0;
+    const int rows_valid = cur.rows_valid, m_last = m0 + rows_valid - 1;
+    const int nb_first = cur.g.nb_first, nb_end = cur.g.nb_end;
+
+    // Mask bounds relative to the row: key j visible to row i when
+    // i + lo <= j <= i + hi; has_* false when the bound excludes nothing.
+    const int64_t shift = int64_t(sk) - sq;
+    const bool has_lo = p.window_left >= 0 && shift - p.window_left + (sq - 1) > 0;
+    const bool has_hi = p.window_right >= 0 && shift + p.window_right < sk - 1;
+    const int lo = has_lo ? int(shift - p.window_left) : 0;
+    const int hi = has_hi ? int(shift + p.window_right) : 0;
+
+    const bool warp_active = warp_row0 < rows_valid;
+    float o[kMAtoms][2 * kSteps][4];
+    float row_max[kMAtoms][2], row_sum[kMAtoms][2];  // raw-score max; per-thread partial sums
+    uint32_t qf[T::kQInRegs ? kMAtoms : 1][T::kQInRegs ? kSteps : 1][4];
+#pragma unroll
+    for (int ma = 0; ma < kMAtoms; ++ma) {
+#pragma unroll
+      for (int t = 0; t < 2 * kSteps; ++t)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[ma][t][e] = 0.f;
+      row_max[ma][0] = row_max[ma][1] = -INFINITY;
+      row_sum[ma][0] = row_sum[ma][1] = 0.f;
+    }
+
+    if (nb_end == nb_first) {  // no key visible: start the next tile's loads
+      cp_async_wait<0>();
+      __syncthreads();
+      if (has_next) {
+        const View nxt(pair_slot[(iter + 1) & 1], next, args);
+        load_q(nxt);
+        if (nxt.g.nb_end > nxt.g.nb_first) load_kv(nxt, nxt.g.nb_end - 1, stage);
+      }
+      cp_async_commit();
+    }
+
+    for (int nb = nb_end - 1; nb >= nb_first; --nb) {
+      const int n0 = nb * kBlockN;
+      cp_async_wait<0>();
+      __syncthreads();  // block nb (and Q) landed; every warp is done with the other stage
+      if (nb > nb_first) {
+        load_kv(cur, nb - 1, stage ^ 1);
+      } else if (has_next) {
+        const View nxt(pair_slot[(iter + 1) & 1], next, args);
+        if (nxt.g.nb_end > nxt.g.nb_first) load_kv(nxt, nxt.g.nb_end - 1, stage ^ 1);
+      }
+      cp_async_commit();
+      const uint32_t k_stage = stage * kKVBytes, v_stage = stage * kKVBytes;
+
+      uint32_t pf[kMAtoms][kBlockN / 16][4];  // P as A fragments of P*V
+      if (warp_active) {
+        if constexpr (T::kQInRegs) {
+          if (nb == nb_end - 1) {
+#pragma unroll
+            for (int ma = 0; ma < kMAtoms; ++ma)
+#pragma unroll
+              for (int ks = 0; ks < kSteps; ++ks)
+                ldmatrix_x4(qf[ma][ks], q_lane.at(warp_row0 + ma * 16, 2 * ks));
+          }
+        }
+        float s[kMAtoms][kNTiles][4];
+#pragma unroll
+        for (int ma = 0; ma < kMAtoms; ++ma)
+#pragma unroll
+          for (int t = 0; t < kNTiles; ++t)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) s[ma][t][e] = 0.f;
+
+#pragma unroll
+        for (int ks = 0; ks < kSteps; ++ks) {
+          uint32_t a[kMAtoms][4];
+#pragma unroll
+          for (int ma = 0; ma < kMAtoms; ++ma) {
+            if constexpr (T::kQInRegs) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) a[ma][e] = qf[ma][ks][e];
+            } else {
+              ldmatrix_x4(a[ma], q_lane.at(warp_row0 + ma * 16, 2 * ks));
+            }
+          }
+#pragma unroll
+          for (int np = 0; np < kNTiles / 2; ++np) {
+            uint32_t kb[4];
+            ldmatrix_x4(kb, k_lane.at(np * 16, 2 * ks) + k_stage);
+#pragma unroll
+            for (int ma = 0; ma < kMAtoms; ++ma) {
+              mma_16816<Elem>(s[ma][2 * np], a[ma], kb[0], kb[1]);
+              mma_16816<Elem>(s[ma][2 * np + 1], a[ma], kb[2], kb[3]);
+            }
+          }
+        }
+
+        if (args.softcap > 0.f) {  // rare: cap * tanh(score * scale / cap), in place
+#pragma unroll
+          for (int ma = 0; ma < kMAtoms; ++ma)
+#pragma unroll
+            for (int t = 0; t < kNTiles; ++t)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) s[ma][t][e] = args.softcap * tanhf(s[ma][t][e] * args.softcap_in);
+        }
+        const bool needs_mask = n0 + kBlockN > sk || (has_hi && n0 + kBlockN - 1 > m0 + hi) ||
+                                (has_lo && n0 < int64_t(m_last) + lo);
+        if (needs_mask) {
+#pragma unroll
+          for (int ma = 0; ma < kMAtoms; ++ma)
+#pragma unroll
+            for (int t = 0; t < kNTiles; ++t)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const int row = m0 + warp_row0 + ma * 16 + (lane >> 2) + (e >> 1) * 8;
+                const int col = n0 + t * 8 + 2 * (lane & 3) + (e & 1);
+                const bool visible =
+                    col < sk && (!has_lo || col >= row + lo) && (!has_hi || col <= row + hi);
+                if (!visible) s[ma][t][e] = -INFINITY;
+              }
+        }
+
+        // Online softmax: rows lane/4 and lane/4 + 8 of each m atom; a row's
+        // 2*kNTiles values per thread, spread over the 4 threads of a quad.
+        // p = 2^(s * exp2_scale - max * exp2_scale): one FFMA and one ex2.
+        const float f = args.exp2_scale;
+        bool max_moved = false;
+        float corr[kMAtoms][2];
+#pragma unroll
+        for (int ma = 0; ma < kMAtoms; ++ma) {
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            float mx = row_max[ma][half];
+#pragma unroll
+            for (int t = 0; t < kNTiles; ++t)
+              mx = fmaxf(mx, fmaxf(s[ma][t][2 * half], s[ma][t][2 * half + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float base = mx == -INFINITY ? 0.f : mx * f;  // all masked so far: p = 0
+            corr[ma][half] = exp2_approx(row_max[ma][half] * f - base);
+            max_moved |= mx != row_max[ma][half];
+            row_max[ma][half] = mx;
+            float sum = 0.f;
+#pragma unroll
+            for (int t = 0; t < kNTiles; ++t) {
+              s[ma][t][2 * half] = exp2_approx(fmaf(s[ma][t][2 * half], f, -base));
+              s[ma][t][2 * half + 1] = exp2_approx(fmaf(s[ma][t][2 * half + 1], f, -base));
+              sum += s[ma][t][2 * half] + s[ma][t][2 * half + 1];
+            }
+            row_sum[ma][half] = row_sum[ma][half] * corr[ma][half] + sum;
+          }
+#pragma unroll
+          for (int kk = 0; kk < kBlockN / 16; ++kk) {
+            pf[ma][kk][0] = pack2<Elem>(s[ma][2 * kk][0], s[ma][2 * kk][1]);
+            pf[ma][kk][1] = pack2<Elem>(s[ma][2 * kk][2], s[ma][2 * kk][3]);
+            pf[ma][kk][2] = pack2<Elem>(s[ma][2 * kk + 1][0], s[ma][2 * kk + 1][1]);
+            pf[ma][kk][3] = pack2<Elem>(s[ma][2 * kk + 1][2], s[ma][2 * kk + 1][3]);
+          }
+        }
+        // Once the maxima settle (most blocks of long rows), O needs no rescale.
+        if (__any_sync(0xffffffffu, max_moved)) {
+#pragma unroll
+          for (int ma = 0; ma < kMAtoms; ++ma)
+#pragma unroll
+            for (int t = 0; t < 2 * kSteps; ++t)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) o[ma][t][e] *= corr[ma][e >> 1];
+        }
+      }
+
+      if (nb == nb_first) {
+        __syncthreads();  // every warp is done with Q: the next tile's Q may load
+        if (has_next) load_q(View(pair_slot[(iter + 1) & 1], next, args));
+        cp_async_commit();
+      }
+
+      if (warp_active) {
+#pragma unroll
+        for (int kk = 0; kk < kBlockN / 16; ++kk) {
+#pragma unroll
+          for (int dp = 0; dp < kSteps; ++dp) {
+            uint32_t vb[4];
+            ldmatrix_x4_trans(vb, v_lane.at(kk * 16, 2 * dp) + v_stage);
+#pragma unroll
+            for (int ma = 0; ma < kMAtoms; ++ma) {
+              mma_16816<Elem>(o[ma][2 * dp], pf[ma][kk], vb[0], vb[1]);
+              mma_16816<Elem>(o[ma][2 * dp + 1], pf[ma][kk], vb[2], vb[3]);
+            }
+          }
+        }
+      }
+      stage ^= 1;
+    }
+
+    // Epilogue: O / rowsum, and LSE; rows without a visible key give 0 and -inf.
+    if (warp_active) {
+      Elem* o_base = cur.o(p);
+#pragma unroll
+      for (int ma = 0; ma < kMAtoms; ++ma) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          float sum = row_sum[ma][half];
+          sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+          sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+          const float inv = sum > 0.f ? 1.f / sum : 0.f;
+          const int r = warp_row0 + ma * 16 + (lane >> 2) + half * 8;
+          if (r < rows_valid) {
+            Elem* orow = o_base + r * p.o_row_stride + 2 * (lane & 3);
+#pragma unroll
+            for (int t = 0; t < 2 * kSteps; ++t)
+              if (t < out_tiles)
+                *reinterpret_cast<uint32_t*>(orow + t * 8) =
+                    pack2<Elem>(o[ma][t][2 * half] * inv, o[ma][t][2 * half + 1] * inv);
+            if (p.lse != nullptr && (lane & 3) == 0) {
+              const float lse2 = sum > 0.f ? row_max[ma][half] * args.exp2_scale + __log2f(sum) : -INFINITY;
+              p.lse[cur.g.batch * p.lse_batch_stride + cur.head * p.lse_head_stride +
+                    cur.g.q_start + m0 + r] = lse2 * 0.69314718055994531f;
+            }
+          }
+        }
+      }
+    }
+    if (!has_next) break;
+    tile = next;
+  }
+  cp_async_wait<0>();
+}
+
+// Launch of one instantiation: the tile-list prepass, then the persistent grid
+// (as many CTAs as fit on the device at once, never more than tiles).
+template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN>
+int launch_fwd_tiles(const FwdParams& p) {
+  constexpr TileConfig cfg{kWarps, kMAtoms, kBlockN};
+  constexpr int kBlockM = cfg.block_m();
+  const int64_t max_tiles = max_query_blocks(p, kBlockM) * p.heads_q;
+  if (max_tiles == 0) return cudaSuccess;
+  if (p.workspace == nullptr || p.workspace_bytes < tile_list_bytes(p, kBlockM))
+    return cudaErrorInvalidValue;
+  auto* header = static_cast<TileListHeader*>(p.workspace);
+  auto* pairs = reinterpret_cast<TilePair*>(header + 1);
+  if (int err = launch_tile_list(p, kBlockM, kBlockN, header, pairs); err != cudaSuccess) return err;
+
+  auto kernel = fwd_kernel<Elem, kBucket, kWarps, kMAtoms, kBlockN>;
+  constexpr size_t smem = cfg.smem_bytes(kBucket);
+  // CTAs per device, per device ordinal (set up once: attribute and occupancy).
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> resident[kMaxDevices] = {};
+  const int dev = p.device;
+  if (dev < 0 || dev >= kMaxDevices) return cudaErrorInvalidDevice;
+  int ctas = resident[dev].load(std::memory_order_relaxed);
+  if (ctas == 0) {
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+    int per_sm = 0, sms = 0;
+    if (err == cudaSuccess)
+      err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, cfg.threads(), smem);
+    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    if (err != cudaSuccess) return err;
+    if (per_sm == 0) return cudaErrorInvalidConfiguration;
+    ctas = per_sm * sms;
+    resident[dev].store(ctas, std::memory_order_relaxed);
+  }
+
+  FwdArgs args;
+  args.p = p;
+  args.header = header;
+  args.pairs = pairs;
+  args.group = p.heads_q / p.heads_k;
+  constexpr float kLog2e = 1.4426950408889634f;
+  args.softcap = p.softcap;
+  args.softcap_in = p.softcap > 0.f ? p.softmax_scale / p.softcap : 0.f;
+  args.exp2_scale = p.softcap > 0.f ? kLog2e : p.softmax_scale * kLog2e;
+  const int grid = int(max_tiles < ctas ? max_tiles : ctas);
+  kernel<<<grid, cfg.threads(), smem, static_cast<cudaStream_t>(p.stream)>>>(args);
+  return cudaGetLastError();
+}
+
+// The library's instantiation of a bucket: its measured tile shape.
+template <class Elem, int kBucket>
+int launch_fwd(const FwdParams& p) {
+  constexpr TileConfig cfg = tile_config(kBucket);
+  return launch_fwd_tiles<Elem, kBucket, cfg.warps, cfg.m_atoms, cfg.block_n>(p);
+}
+
+}  // namespace vflash::mma

@@ -1,0 +1,84 @@
+// The tile-list prepass: one CTA counting-sorts the (sequence, query block)
+// pairs by the number of key blocks they visit, most first, so that the
+// persistent main kernel starts the longest tiles first.
+#include <cuda_runtime.h>
+
+#include "kernels/mma/mma_schedule.cuh"
+
+namespace vflash::mma {
+namespace {
+
+constexpr int kPrepassThreads = 1024;
+constexpr int kCostBins = kPrepassThreads;  // costs beyond kCostBins - 1 blocks share the last bin
+
+// Calls visit(pair, bin) for every pair; bin 0 holds the most work.
+// A warp per sequence, its lanes over the sequence's query blocks.
+template <class Visit>
+__device__ void for_each_pair(const FwdParams& p, int block_m, int block_n, Visit visit) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int b = warp; b < p.batch; b += kPrepassThreads / 32) {
+    const SeqExtent e = seq_extent(p, b);
+    const int blocks = (e.seqlen_q + block_m - 1) / block_m;
+    for (int mb = lane; mb < blocks; mb += 32) {
+      const int m0 = mb * block_m;
+      const int m_last = min(m0 + block_m, e.seqlen_q) - 1;
+      const KeyRange r = key_range(m0, m_last, e.seqlen_q, e.seqlen_k, p.window_left, p.window_right);
+      const int nb_first = r.begin / block_n;
+      const int nb_end = r.end > r.begin ? (r.end - 1) / block_n + 1 : nb_first;
+      const TilePair pair{b,          m0,         int(e.q_start), int(e.k_start),
+                          e.seqlen_q, e.seqlen_k, nb_first,       nb_end};
+      visit(pair, kCostBins - 1 - min(nb_end - nb_first, kCostBins - 1));
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kPrepassThreads)
+    build_tile_list(const __grid_constant__ FwdParams p, int block_m, int block_n,
+                    TileListHeader* header, TilePair* pairs) {
+  __shared__ int bins[kCostBins];
+  __shared__ int warp_totals[kPrepassThreads / 32];
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  bins[tid] = 0;
+  __syncthreads();
+  for_each_pair(p, block_m, block_n, [&](const TilePair&, int bin) { atomicAdd(&bins[bin], 1); });
+  __syncthreads();
+
+  // Exclusive prefix sum of the bins, one bin per thread.
+  const int count = bins[tid];
+  int incl = count;
+  for (int d = 1; d < 32; d *= 2) {
+    const int up = __shfl_up_sync(0xffffffffu, incl, d);
+    if (lane >= d) incl += up;
+  }
+  if (lane == 31) warp_totals[warp] = incl;
+  __syncthreads();
+  if (warp == 0) {
+    int t = warp_totals[lane];
+    for (int d = 1; d < 32; d *= 2) {
+      const int up = __shfl_up_sync(0xffffffffu, t, d);
+      if (lane >= d) t += up;
+    }
+    warp_totals[lane] = t;  // inclusive
+  }
+  __syncthreads();
+  const int offset = incl - count + (warp > 0 ? warp_totals[warp - 1] : 0);
+  bins[tid] = offset;
+  if (tid == kPrepassThreads - 1) header->num_pairs = offset + count;
+  __syncthreads();
+  for_each_pair(p, block_m, block_n, [&](const TilePair& pair, int bin) {
+    pairs[atomicAdd(&bins[bin], 1)] = pair;
+  });
+}
+
+}  // namespace
+
+int launch_tile_list(const FwdParams& p, int block_m, int block_n, TileListHeader* header,
+                     TilePair* pairs) {
+  build_tile_list<<<1, kPrepassThreads, 0, static_cast<cudaStream_t>(p.stream)>>>(
+      p, block_m, block_n, header, pairs);
+  return cudaGetLastError();
+}
+
+const void* tile_list_symbol() { return reinterpret_cast<const void*>(&build_tile_list); }
+
+}  // namespace vflash::mma

@@ -1,0 +1,126 @@
+// Tile shapes per head-dim bucket, the key-block range of a query block, and
+// the varlen tile list: a prepass kernel writes the (sequence, query block)
+// pairs that exist, most key blocks first, into the caller's workspace; the
+// persistent main kernel walks the (pair, head) tiles round-robin (CTA c takes
+// tiles c, c + grid, ...), so the longest start first and the short ones fill
+// in. No host synchronisation, no block launched for absent work.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "params.hpp"
+
+namespace vflash::mma {
+
+// Head dims are served by the smallest bucket holding max(round16(d), round16(d_v));
+// the kernel is instantiated per (dtype, bucket) and skips, at run time, the
+// 16-wide reduction steps and output tiles beyond the call's own dims.
+inline constexpr int kBuckets[] = {32, 64, 80, 96, 128, 160, 192, 256};
+
+constexpr int round16(int d) { return (d + 15) / 16 * 16; }
+
+constexpr int bucket_for(int head_dim, int head_dim_v) {
+  const int need = round16(head_dim) > round16(head_dim_v) ? round16(head_dim) : round16(head_dim_v);
+  for (int b : kBuckets)
+    if (b >= need) return b;
+  return 0;
+}
+
+// A CTA of `warps` warps owns block_m = warps * 16 * m_atoms query rows (each
+// warp 16 * m_atoms consecutive rows) and walks the keys block_n at a time,
+// K and V double-buffered. Chosen per bucket from measurements
+// (bench/mma_tiles.md); shared memory (block_m + 4 * block_n) * bucket * 2
+// bytes stays <= 96 KiB so that every claimed family (8.6/8.9/12.x allow 99 KiB
+// per block) takes the same shape.
+struct TileConfig {
+  int warps;
+  int m_atoms;
+  int block_n;
+  constexpr int block_m() const { return warps * 16 * m_atoms; }
+  constexpr int threads() const { return warps * 32; }
+  constexpr size_t smem_bytes(int bucket) const {
+    return size_t(block_m() + 4 * block_n) * bucket * 2;
+  }
+};
+
+constexpr TileConfig tile_config(int bucket) {
+  switch (bucket) {
+    case 32: return {4, 2, 64};
+    case 64: return {4, 2, 64};
+    case 80: return {4, 2, 64};
+    case 96: return {4, 2, 64};
+    case 128: return {4, 2, 64};
+    case 160: return {8, 1, 32};
+    case 192: return {8, 1, 32};
+    default: return {4, 1, 32};
+  }
+}
+
+// Rows/keys of sequence b.
+struct SeqExtent {
+  int64_t q_start, k_start;  // first row within the packed tensors (0 when dense)
+  int seqlen_q, seqlen_k;
+};
+
+__device__ __forceinline__ SeqExtent seq_extent(const FwdParams& p, int b) {
+  SeqExtent e;
+  if (p.cu_seqlens_q != nullptr) {
+    const int q0 = p.cu_seqlens_q[b], q1 = p.cu_seqlens_q[b + 1];
+    const int k0 = p.cu_seqlens_k[b], k1 = p.cu_seqlens_k[b + 1];
+    e = {q0, k0, q1 - q0, k1 - k0};
+  } else {
+    e = {0, 0, p.seqlen_q, p.seqlen_k};
+  }
+  return e;
+}
+
+// Keys [begin, end) that rows [m0, m_last] may see: causal and windows are
+// aligned bottom-right (row i sees key j when i + sk - sq - left <= j <= i + sk - sq + right).
+struct KeyRange {
+  int begin, end;
+};
+
+__host__ __device__ __forceinline__ KeyRange key_range(int m0, int m_last, int seqlen_q,
+                                                       int seqlen_k, int window_left,
+                                                       int window_right) {
+  // 64-bit: shift and window bounds may each be near the int32 range.
+  const int64_t shift = int64_t(seqlen_k) - seqlen_q;
+  int64_t begin = 0, end = seqlen_k;
+  if (window_left >= 0 && m0 + shift - window_left > 0) begin = m0 + shift - window_left;
+  if (window_right >= 0 && m_last + shift + window_right + 1 < end)
+    end = m_last + shift + window_right + 1;
+  if (begin > seqlen_k) begin = seqlen_k;
+  return {int(begin), int(end > begin ? end : begin)};
+}
+
+// One (sequence, query block) pair of the tile list, with what the main kernel
+// needs of it (read by cp.async into shared memory: 32 bytes, 16-aligned).
+struct alignas(16) TilePair {
+  int batch, m0, q_start, k_start;
+  int seqlen_q, seqlen_k, nb_first, nb_end;  // key blocks [nb_first, nb_end) of block_n
+};
+
+// Workspace: a 16-byte header then the pairs, most key blocks first.
+struct alignas(16) TileListHeader {
+  int num_pairs;
+  int pad[3];
+};
+
+inline int64_t max_query_blocks(const FwdParams& p, int block_m) {
+  if (p.is_varlen()) return (p.total_q + block_m - 1) / block_m + p.batch;
+  return int64_t(p.batch) * ((p.seqlen_q + block_m - 1) / block_m);
+}
+
+inline size_t tile_list_bytes(const FwdParams& p, int block_m) {
+  return sizeof(TileListHeader) + sizeof(TilePair) * size_t(max_query_blocks(p, block_m));
+}
+
+// Launches the prepass on params.stream; pairs are (sequence, query block).
+int launch_tile_list(const FwdParams& p, int block_m, int block_n, TileListHeader* header,
+                     TilePair* pairs);
+
+// A __global__ function of this family (dispatch's loadability probe).
+const void* tile_list_symbol();
+
+}  // namespace vflash::mma

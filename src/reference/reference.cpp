@@ -1,0 +1,200 @@
+// CPU reference attention in float64. Work is split into chunks of query rows
+// of one (sequence, query head) and spread over std::threads; each chunk
+// converts the keys and values it can see to float64 once, then runs a
+// two-pass softmax per row (scores, then max / sum / weighted sum of V), so
+// memory stays linear in the sequence length.
+#include "reference/reference.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <thread>
+#include <vector>
+
+#include "dtype.hpp"
+#include "validate.hpp"
+
+namespace vflash {
+namespace {
+
+constexpr int64_t kRowsPerChunk = 64;
+constexpr int kRowGroup = 4;  // query rows sharing one pass over the keys
+
+double load(DType t, const void* base, int64_t index) {
+  switch (t) {
+    case DType::fp16: return fp16_to_float(static_cast<const uint16_t*>(base)[index]);
+    case DType::bf16: return bf16_to_float(static_cast<const uint16_t*>(base)[index]);
+    case DType::fp32: return static_cast<const float*>(base)[index];
+  }
+  return 0.0;
+}
+
+void store(DType t, void* base, int64_t index, double x) {
+  switch (t) {
+    case DType::fp16: static_cast<uint16_t*>(base)[index] = float_to_fp16(float(x)); break;
+    case DType::bf16: static_cast<uint16_t*>(base)[index] = float_to_bf16(float(x)); break;
+    case DType::fp32: static_cast<float*>(base)[index] = float(x); break;
+  }
+}
+
+struct Sequence {
+  int64_t q_start, k_start;  // seq_start(b) for q and k
+  int64_t len_q, len_k;
+};
+
+Sequence sequence(const FwdParams& p, int32_t b) {
+  if (p.is_varlen())
+    return {p.cu_seqlens_q[b], p.cu_seqlens_k[b], int64_t(p.cu_seqlens_q[b + 1]) - p.cu_seqlens_q[b],
+            int64_t(p.cu_seqlens_k[b + 1]) - p.cu_seqlens_k[b]};
+  return {0, 0, p.seqlen_q, p.seqlen_k};
+}
+
+// Keys [first, last) that query row r sees: the causal diagonal is aligned
+// bottom-right (row r's diagonal key is r + len_k - len_q), and the window
+// keeps keys within [diag - left, diag + right]; negative bounds are unbounded.
+struct KeyRange { int64_t first, last; };
+
+KeyRange visible_keys(const FwdParams& p, const Sequence& s, int64_t r) {
+  const int64_t diag = r + s.len_k - s.len_q;
+  const int64_t right = p.causal ? 0 : p.window_right;
+  const int64_t first = p.window_left >= 0 ? std::max<int64_t>(0, diag - p.window_left) : 0;
+  const int64_t last = right >= 0 ? std::min(s.len_k, diag + right + 1) : s.len_k;
+  return {first, std::max(first, last)};
+}
+
+struct Chunk {
+  int32_t b, h;
+  int64_t row_begin, row_end;
+};
+
+// Calls sink(b, h, s, r, out_row /* d_v doubles */, lse) for every query row
+// of every sequence and head, from several threads (each row exactly once).
+template <class Sink>
+void attend(const FwdParams& p, const Sink& sink) {
+  std::vector<Chunk> chunks;
+  for (int32_t b = 0; b < p.batch; ++b) {
+    const Sequence s = sequence(p, b);
+    for (int32_t h = 0; h < p.heads_q; ++h)
+      for (int64_t r = 0; r < s.len_q; r += kRowsPerChunk)
+        chunks.push_back({b, h, r, std::min(s.len_q, r + kRowsPerChunk)});
+  }
+  const int d = p.head_dim, dv = p.head_dim_v;
+  const int32_t group = p.heads_q / p.heads_k;  // query heads per KV head (GQA)
+  std::atomic<size_t> next{0};
+
+  const auto worker = [&] {
+    // keys_t: the chunk's visible keys transposed, (d, nk), so that scores of
+    // kRowGroup rows are built by axpy over contiguous keys (vectorisable, one
+    // pass over the keys per group). values: (nk, d_v).
+    std::vector<double> keys_t, values, q(size_t(kRowGroup) * d), scores, out(size_t(kRowGroup) * dv);
+    for (size_t c; (c = next.fetch_add(1)) < chunks.size();) {
+      const Chunk& ch = chunks[c];
+      const Sequence s = sequence(p, ch.b);
+      const int32_t hk = ch.h / group;
+      // Keys visible to any row of the chunk (both bounds grow with the row).
+      const int64_t k_first = visible_keys(p, s, ch.row_begin).first;
+      const int64_t k_last = std::max(k_first, visible_keys(p, s, ch.row_end - 1).last);
+      const int64_t nk = k_last - k_first;
+      keys_t.resize(size_t(nk) * d);
+      values.resize(size_t(nk) * dv);
+      for (int64_t j = 0; j < nk; ++j) {
+        const int64_t row = s.k_start + k_first + j;
+        const int64_t kb = ch.b * p.k_batch_stride + row * p.k_row_stride + hk * p.k_head_stride;
+        const int64_t vb = ch.b * p.v_batch_stride + row * p.v_row_stride + hk * p.v_head_stride;
+        for (int i = 0; i < d; ++i) keys_t[i * nk + j] = load(p.dtype, p.k, kb + i);
+        for (int i = 0; i < dv; ++i) values[j * dv + i] = load(p.dtype, p.v, vb + i);
+      }
+      scores.resize(size_t(kRowGroup) * nk);
+
+      for (int64_t r0 = ch.row_begin; r0 < ch.row_end; r0 += kRowGroup) {
+        const int rows = int(std::min<int64_t>(kRowGroup, ch.row_end - r0));
+        // Raw dot products q.k over the chunk's keys, summed in index order.
+        std::fill(scores.begin(), scores.end(), 0.0);
+        for (int g = 0; g < rows; ++g) {
+          const int64_t qb = ch.b * p.q_batch_stride + (s.q_start + r0 + g) * p.q_row_stride + ch.h * p.q_head_stride;
+          for (int i = 0; i < d; ++i) q[g * d + i] = load(p.dtype, p.q, qb + i);
+        }
+        static_assert(kRowGroup == 4);
+        for (int g = rows; g < kRowGroup; ++g) std::fill(&q[size_t(g) * d], &q[size_t(g) * d] + d, 0.0);
+        // data() + offset: nk may be 0 (no visible key), where [] would be UB.
+        double* __restrict s0 = scores.data();
+        double* __restrict s1 = s0 + nk;
+        double* __restrict s2 = s1 + nk;
+        double* __restrict s3 = s2 + nk;
+        for (int i = 0; i < d; ++i) {
+          const double q0 = q[i], q1 = q[d + i], q2 = q[2 * d + i], q3 = q[3 * d + i];
+          const double* __restrict kr = keys_t.data() + size_t(i) * nk;
+          for (int64_t j = 0; j < nk; ++j) {
+            const double kv = kr[j];
+            s0[j] += q0 * kv;
+            s1[j] += q1 * kv;
+            s2[j] += q2 * kv;
+            s3[j] += q3 * kv;
+          }
+        }
+        for (int g = 0; g < rows; ++g) {
+          const int64_t r = r0 + g;
+          const KeyRange range = visible_keys(p, s, r);
+          double* __restrict o = &out[size_t(g) * dv];
+          std::fill(o, o + dv, 0.0);
+          if (range.first >= range.last) {
+            sink(ch.b, ch.h, s, r, o, -std::numeric_limits<double>::infinity());
+            continue;
+          }
+          // Positions relative to the chunk's first key.
+          double* sg = scores.data() + size_t(g) * nk;
+          const int64_t first = range.first - k_first, last = range.last - k_first;
+          double max_score = -std::numeric_limits<double>::infinity();
+          for (int64_t j = first; j < last; ++j) {
+            double sc = double(p.softmax_scale) * sg[j];
+            if (p.softcap > 0.f) sc = double(p.softcap) * std::tanh(sc / double(p.softcap));
+            sg[j] = sc;
+            max_score = std::max(max_score, sc);
+          }
+          double sum = 0;
+          for (int64_t j = first; j < last; ++j) {
+            const double w = std::exp(sg[j] - max_score);
+            sum += w;
+            const double* __restrict vrow = values.data() + size_t(j) * dv;
+            for (int i = 0; i < dv; ++i) o[i] += w * vrow[i];
+          }
+          for (int i = 0; i < dv; ++i) o[i] /= sum;
+          sink(ch.b, ch.h, s, r, o, max_score + std::log(sum));
+        }
+      }
+    }
+  };
+
+  const size_t threads = std::min<size_t>(chunks.size(), std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < threads; ++t) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+}
+
+}  // namespace
+
+void reference_attention(const FwdParams& p, std::span<double> out, std::span<double> lse) {
+  const int64_t rows = p.is_varlen() ? p.total_q : int64_t(p.batch) * p.seqlen_q;
+  const int64_t dv = p.head_dim_v;
+  if (!out.empty() && int64_t(out.size()) < rows * p.heads_q * dv)
+    fail(Status::invalid_argument, "out", "span holds fewer than rows * heads_q * d_v values");
+  if (!lse.empty() && int64_t(lse.size()) < rows * p.heads_q)
+    fail(Status::invalid_argument, "lse", "span holds fewer than heads_q * rows values");
+  attend(p, [&](int32_t b, int32_t h, const Sequence& s, int64_t r, const double* o, double l) {
+    const int64_t row = p.is_varlen() ? s.q_start + r : int64_t(b) * p.seqlen_q + r;
+    if (!out.empty()) std::copy(o, o + dv, out.begin() + (row * p.heads_q + h) * dv);
+    if (!lse.empty()) lse[h * rows + row] = l;
+  });
+}
+
+void cpu_forward(const FwdParams& p) {
+  attend(p, [&](int32_t b, int32_t h, const Sequence& s, int64_t r, const double* o, double l) {
+    const int64_t base = b * p.o_batch_stride + (s.q_start + r) * p.o_row_stride + h * p.o_head_stride;
+    for (int i = 0; i < p.head_dim_v; ++i) store(p.dtype, p.o, base + i, o[i]);
+    if (p.lse) p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + s.q_start + r] = float(l);
+  });
+}
+
+}  // namespace vflash
