@@ -133,21 +133,33 @@ vflash_tensor tensor(int32_t dtype, int32_t device, std::initializer_list<int64_
   return t;
 }
 
-// Overwrites one field of one tensor with a fuzzed value.
+// Changes one field of one tensor: mostly a shape or stride nudged by a small
+// delta (off-by-one descriptors are the ones a missing rule would let through),
+// else a small or arbitrary value, or the ndim, dtype or device.
 void mutate(FuzzedDataProvider& in, vflash_tensor* const* tensors, int count) {
   vflash_tensor& t = *tensors[in.ConsumeIntegralInRange(0, count - 1)];
   const int i = in.ConsumeIntegralInRange(0, 3);
-  const int64_t value = in.ConsumeBool() ? in.ConsumeIntegralInRange<int64_t>(-3, 300) : in.ConsumeIntegral<int64_t>();
-  switch (in.ConsumeIntegralInRange(0, 4)) {
-    case 0: t.shape[i] = value; break;
-    case 1: t.stride[i] = value; break;
-    case 2: t.ndim = int32_t(value); break;
-    case 3: {
-      const auto code = int32_t(value);
+  const auto value = [&](int64_t old) -> int64_t {
+    switch (in.ConsumeIntegralInRange(0, 3)) {
+      case 0:
+      case 1: {
+        int64_t v;
+        return __builtin_add_overflow(old, in.ConsumeIntegralInRange<int64_t>(-3, 3), &v) ? old : v;
+      }
+      case 2: return in.ConsumeIntegralInRange<int64_t>(-3, 300);
+      default: return in.ConsumeIntegral<int64_t>();
+    }
+  };
+  switch (in.ConsumeIntegralInRange(0, 9)) {
+    case 0: case 1: case 2: case 3: t.shape[i] = value(t.shape[i]); break;
+    case 4: case 5: case 6: t.stride[i] = value(t.stride[i]); break;
+    case 7: t.ndim = int32_t(value(t.ndim)); break;
+    case 8: {
+      const auto code = int32_t(value(dtype_code(t)));
       std::memcpy(&t.dtype, &code, sizeof code);
       break;
     }
-    case 4: t.device = int32_t(value); break;
+    default: t.device = int32_t(value(t.device)); break;
   }
 }
 

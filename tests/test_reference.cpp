@@ -410,6 +410,35 @@ TEST(Reference, EveryFeatureCombination) {
           }
 }
 
+// Sequences longer than the reference's 64-row work chunks (and not multiples
+// of its 4-row groups), with masks whose visible key ranges move across chunks.
+TEST(Reference, LongSequencesSpanningWorkChunks) {
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 gen(seed);
+  for (bool varlen : {true, false})
+    for (int causal = 0; causal < 2; ++causal)
+      for (auto [wl, wr] : {std::pair{-1, -1}, std::pair{17, 3}, std::pair{70, -1}, std::pair{0, 65}}) {
+        Case c;
+        c.varlen = varlen;
+        c.dtype = DType::bf16;
+        c.len_q = varlen ? std::vector<int>{131, 0, 66} : std::vector<int>{131, 131};
+        c.len_k = varlen ? std::vector<int>{97, 5, 150} : std::vector<int>{150, 150};
+        c.heads_q = 2;
+        c.heads_k = 1;
+        c.d = 16;
+        c.dv = 8;
+        c.causal = causal;
+        c.window_left = wl;
+        c.window_right = wr;
+        c.scale = 0.4f;
+        Problem pr(c);
+        pr.fill(gen);
+        check_problem(pr);
+        if (HasFatalFailure()) return;
+      }
+}
+
 // Small hand-computable problems: fp32, one head, d = d_v = 8.
 struct Hand {
   Problem pr;

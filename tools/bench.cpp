@@ -764,6 +764,7 @@ int run_bench(int argc, char** argv) {
                 vflash::arch::to_string(device.cc).c_str(), l2_bytes >> 20, vflash_version());
     std::printf("bf16 matmul 8192^3 (cuBLAS): %.1f TFLOP/s\n\n", peak);
     std::printf("%-32s %-22s %10s %9s %9s\n", "workload", "kernel", "median ms", "TFLOP/s", "% matmul");
+    std::fflush(stdout);
 
     std::vector<std::optional<std::string>> forcings;
     if (options.all_kernels) {
@@ -777,6 +778,15 @@ int run_bench(int argc, char** argv) {
       for (const auto& forcing : forcings) {
         Row row;
         row.workload = w.name;
+        bool started = false;  // the row's name is printed; its numbers follow
+        const auto finish_row = [&] {
+          if (!started) std::printf("%-32s %-22s ", row.workload.c_str(), row.kernel.c_str());
+          if (row.ok)
+            std::printf("%10.3f %9.1f %8.1f%%\n", row.ms, row.tflops, row.percent);
+          else
+            std::printf("%s\n", row.note.c_str());
+          std::fflush(stdout);
+        };
         try {
           if (forcing) vflash::set_forced_kernel(*forcing);
           std::string why;
@@ -788,6 +798,10 @@ int run_bench(int argc, char** argv) {
             if (!options.all_kernels) failed = true;
           } else {
             row.kernel = *name;
+            // Name the case before timing it, so that a kernel that never returns is identified.
+            std::printf("%-32s %-22s ", row.workload.c_str(), row.kernel.c_str());
+            std::fflush(stdout);
+            started = true;
             problem.prepare();
             row.ms = median_ms([&] { problem.launch(); }, flush, stream, options.budget_ms);
             row.tflops = w.flops() / row.ms / 1e9;
@@ -800,16 +814,11 @@ int run_bench(int argc, char** argv) {
           failed = true;
           // A CUDA error that poisons the context ends the run: later rows would only repeat it.
           if (cudaDeviceSynchronize() != cudaSuccess) {
-            std::printf("%-32s %-22s %s\n", row.workload.c_str(), row.kernel.c_str(), row.note.c_str());
+            finish_row();
             throw;
           }
         }
-        if (row.ok)
-          std::printf("%-32s %-22s %10.3f %9.1f %8.1f%%\n", row.workload.c_str(), row.kernel.c_str(), row.ms,
-                      row.tflops, row.percent);
-        else
-          std::printf("%-32s %-22s %s\n", row.workload.c_str(), row.kernel.c_str(), row.note.c_str());
-        std::fflush(stdout);
+        finish_row();
         rows.push_back(row);
       }
       if (options.kernel || options.all_kernels) vflash::set_forced_kernel(std::nullopt);

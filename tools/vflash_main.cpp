@@ -106,13 +106,13 @@ double relative_error(const std::vector<uint16_t>& out, const std::vector<double
 bool run_on_gpu(DemoData& d, std::vector<uint16_t>& out) {
   const size_t q_bytes = d.q.size() * 2, kv_bytes = d.k.size() * 2;
   const size_t cu_bytes = d.cu_seqlens.size() * sizeof(int32_t);
-  void *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr, *cu = nullptr;
+  void *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr, *cu = nullptr, *ws = nullptr;
   struct Free {
-    void** ptrs[5];
+    void** ptrs[6];
     ~Free() {
       for (void** p : ptrs) cudaFree(*p);
     }
-  } free_all{{&q, &k, &v, &o, &cu}};
+  } free_all{{&q, &k, &v, &o, &cu, &ws}};
   CUDA_OR_FAIL(cudaMalloc(&q, q_bytes));
   CUDA_OR_FAIL(cudaMalloc(&k, kv_bytes));
   CUDA_OR_FAIL(cudaMalloc(&v, kv_bytes));
@@ -123,7 +123,10 @@ bool run_on_gpu(DemoData& d, std::vector<uint16_t>& out) {
   CUDA_OR_FAIL(cudaMemcpy(v, d.v.data(), kv_bytes, cudaMemcpyHostToDevice));
   CUDA_OR_FAIL(cudaMemcpy(cu, d.cu_seqlens.data(), cu_bytes, cudaMemcpyHostToDevice));
   CUDA_OR_FAIL(cudaMemset(o, 0xff, q_bytes));  // NaN poison: unwritten rows cannot pass
-  const vflash::VarlenArgs args = demo_args(d, 0, q, k, v, o, cu);
+  vflash::VarlenArgs args = demo_args(d, 0, q, k, v, o, cu);
+  args.workspace_bytes = vflash::varlen_workspace_size(args);
+  if (args.workspace_bytes) CUDA_OR_FAIL(cudaMalloc(&ws, args.workspace_bytes));
+  args.workspace = ws;
   std::printf("kernel: %s\n", vflash::varlen_kernel_name(args).c_str());
   vflash::varlen_fwd(args);
   CUDA_OR_FAIL(cudaDeviceSynchronize());

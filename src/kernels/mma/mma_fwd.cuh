@@ -75,18 +75,46 @@ struct FwdTile {
 
   // Issue cp.async of a [kRows][kChunks] tile whose row 0 is at g; rows >=
   // rows_valid and chunks >= chunks_data read as zero (the bucket's padding).
+  // Each 8-thread group copies one 8-row x 1-chunk block per pass (rows
+  // lane & 7), always the same chunk, so that a pass costs an address add and
+  // the cp.async: no division in the loop. Consecutive groups take
+  // consecutive chunks (64 contiguous bytes of a row per warp and row).
   template <int kRows>
   static __device__ __forceinline__ void load(uint32_t s_base, const Elem* g, int64_t row_stride,
                                               int rows_valid, int chunks_data) {
-    constexpr int kTotal = kRows * kChunks;
-#pragma unroll 1  // rolled: unrolled, the per-thread offsets get hoisted into registers
-    for (int i = 0; i < (kTotal + kThreads - 1) / kThreads; ++i) {
-      const int idx = i * kThreads + int(threadIdx.x);
-      if (kTotal % kThreads == 0 || idx < kTotal) {
-        const int row = idx / kChunks, chunk = idx % kChunks;
-        const bool valid = row < rows_valid && chunk < chunks_data;
-        const Elem* src = valid ? g + row * row_stride + chunk * 8 : g;
-        cp_async_16(s_base + swizzle<kChunks>(row, chunk), src, valid);
+    constexpr int kGroups = kThreads / 8;
+    static_assert(kRows % 8 == 0 && (kChunks <= kGroups || kChunks % kGroups == 0));
+    const int row_lo = threadIdx.x & 7, group = threadIdx.x >> 3;
+    if constexpr (kChunks <= kGroups) {
+      constexpr int kRowGroupsPerPass = kGroups / kChunks;  // groups beyond them idle
+      constexpr int kPasses = (kRows / 8 + kRowGroupsPerPass - 1) / kRowGroupsPerPass;
+      if (group >= kRowGroupsPerPass * kChunks) return;
+      const int chunk = group % kChunks;
+      const int row0 = (group / kChunks) * 8 + row_lo;
+      const uint32_t dst = s_base + swizzle<kChunks>(row0, chunk);
+      const Elem* src = g + row0 * row_stride + chunk * 8;
+      const bool chunk_valid = chunk < chunks_data;
+#pragma unroll
+      for (int i = 0; i < kPasses; ++i) {
+        const int row = row0 + i * kRowGroupsPerPass * 8;
+        if ((kRows / 8) % kRowGroupsPerPass == 0 || row < kRows) {
+          const bool valid = chunk_valid && row < rows_valid;
+          cp_async_16(dst + i * kRowGroupsPerPass * kChunks * 128,
+                      valid ? src + i * kRowGroupsPerPass * 8 * row_stride : g, valid);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < kChunks / kGroups; ++j) {
+        const int chunk = group + j * kGroups;
+        const uint32_t dst = s_base + swizzle<kChunks>(row_lo, chunk);
+        const Elem* src = g + row_lo * row_stride + chunk * 8;
+        const bool chunk_valid = chunk < chunks_data;
+#pragma unroll
+        for (int i = 0; i < kRows / 8; ++i) {
+          const bool valid = chunk_valid && row_lo + i * 8 < rows_valid;
+          cp_async_16(dst + i * kChunks * 128, valid ? src + i * 8 * row_stride : g, valid);
+        }
       }
     }
   }

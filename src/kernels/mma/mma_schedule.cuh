@@ -53,7 +53,7 @@ constexpr TileConfig tile_config(int bucket) {
     case 128: return {4, 2, 64};
     case 160: return {8, 1, 32};
     case 192: return {8, 1, 32};
-    default: return {4, 1, 32};
+    default: return {8, 1, 16};
   }
 }
 

@@ -104,7 +104,7 @@ __device__ KeyRange visible_keys(const FwdParams& p, const SequenceView& s, int 
 
 // kDvMax bounds head_dim_v: each lane accumulates kDvMax / kLanesPerRow outputs.
 template <typename T, int kDvMax>
-__global__ void __launch_bounds__(kThreads) simt_attention_kernel(const FwdParams p, int64_t tiles_per_head,
+__global__ void __launch_bounds__(kThreads, 1) simt_attention_kernel(const FwdParams p, int64_t tiles_per_head,
                                                                   int64_t total_tiles) {
   extern __shared__ uint32_t smem_words[];
   const int d = p.head_dim;
