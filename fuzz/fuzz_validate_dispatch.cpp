@@ -11,14 +11,14 @@
 // shape[0] entries when validation may read them (host tensors, host copies).
 //
 // Properties checked (trap on violation): accepted params satisfy the
-// documented invariants; a chosen kernel's target runs on the pretended
-// capability; parsed capabilities and targets print back to themselves.
+// documented invariants; a chosen kernel declares support for the call and its
+// target runs on the pretended capability (over the build's registry and over
+// synthetic tables); parsed capabilities and targets print back to themselves.
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -248,7 +248,7 @@ void fuzz_arch(const std::string& text, FuzzedDataProvider& in) {
   }
   if (const auto t = arch::parse_target(text)) check(arch::parse_target(arch::to_string(*t)) == t);
   const auto targets = arch::parse_target_list(text);
-  const arch::Capability cc{in.ConsumeIntegralInRange(-1, 130), in.ConsumeIntegralInRange(-1, 12)};
+  const arch::Capability cc{in.ConsumeIntegralInRange(0, 130), in.ConsumeIntegralInRange(0, 12)};
   for (const auto& t : targets) {
     (void)arch::runs_on(t, cc);
     (void)arch::explain_runs_on(t, cc);

@@ -12,5 +12,6 @@ trap 'rm -rf "$work"' EXIT
 python3 -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install -q numpy==2.4.6 pytest==9.2.0
 "$work/venv/bin/python" -m pip install -q "$vflash_root" \
-  -C cmake.define.VFLASH_CUDA_ARCHS="${VFLASH_PY_CUDA_ARCHS:-75}" -C build-dir="$work/build"
+  -C cmake.define.VFLASH_CUDA_ARCHS="${VFLASH_PY_CUDA_ARCHS:-75}" -C build-dir="$vflash_root/build-python" \
+  -C cmake.define.CMAKE_CXX_COMPILER_LAUNCHER=ccache -C cmake.define.CMAKE_CUDA_COMPILER_LAUNCHER=ccache
 cd "$work" && "$work/venv/bin/python" -m pytest "$vflash_root/python/tests" -q

@@ -1,4 +1,4 @@
-// Input validation: the one place that checks the public arguments and turns
+// Input validation (the full rule list heads src/validate.cpp): the one place that checks the public arguments and turns
 // them into FwdParams. Every rule throws vflash::Error(Status::invalid_argument
 // or Status::unsupported) naming the argument and the rule; tests/test_validate.cpp
 // holds a failing input per rule. Kernels trust what comes out of here.

@@ -12,7 +12,13 @@
  *   cu_seqlens_q / cu_seqlens_k: int32, length batch+1, prefix sums starting at 0.
  *   The dense entry point takes (batch, seqlen, heads, d) tensors and an optional
  *   lse of shape (batch, heads_q, seqlen_q).
- *   Strides are in elements; the last dimension must be contiguous (stride 1).
+ *   Strides are in elements; the last dimension must be contiguous (stride 1),
+ *   and the layout must not alias (each stride covers the dimensions inside it).
+ *   q/k/v/out pointers are 16-byte aligned and their token/head/batch strides
+ *   multiples of 16 bytes; lse and cu_seqlens are 4-byte aligned and contiguous;
+ *   a null data pointer is accepted only for a tensor with no elements.
+ *   cu_seqlens on a CUDA device are trusted (never read on the host): pass the
+ *   *_host copies to have their contents validated.
  *   q, k, v and out share one dtype (fp16 or bf16 on the GPU; fp16, bf16 or
  *   fp32 on the CPU reference). heads_q % heads_k == 0 (GQA / MQA).
  *   Causal masking is aligned bottom-right: query i of a sequence with lengths
