@@ -36,6 +36,8 @@ rm -rf "$out"
 mkdir -p "$out"
 jobs=$(nproc)
 status=0
+# A hung kernel must not eat the device lease: every GPU step is bounded.
+step_timeout=${VFLASH_STEP_TIMEOUT:-150}
 summary="$out/summary.txt"
 : > "$summary"
 t0=$SECONDS
@@ -114,11 +116,11 @@ fi
 note "kernels under test: ${kernels:-none}"
 
 note "GPU suite, default dispatch"
-env -u VFLASH_FORCE_KERNEL "$suite" --gtest_output="xml:$out/suite_dispatch.xml" >"$out/suite_dispatch.log" 2>&1
+env -u VFLASH_FORCE_KERNEL timeout "$step_timeout" "$suite" --gtest_output="xml:$out/suite_dispatch.xml" >"$out/suite_dispatch.log" 2>&1
 record "suite: dispatch" $? "$out/suite_dispatch.xml"
 for k in $kernels; do
   note "GPU suite, forced $k"
-  VFLASH_FORCE_KERNEL=$k "$suite" --gtest_output="xml:$out/suite_$k.xml" >"$out/suite_$k.log" 2>&1
+  VFLASH_FORCE_KERNEL=$k timeout "$step_timeout" "$suite" --gtest_output="xml:$out/suite_$k.xml" >"$out/suite_$k.log" 2>&1
   record "suite: $k" $? "$out/suite_$k.xml"
 done
 
@@ -132,7 +134,7 @@ for k in $kernels; do
     filter=$memcheck_filter
     [ $tool = racecheck ] && filter=$racecheck_filter
     note "compute-sanitizer $tool, $k"
-    VFLASH_FORCE_KERNEL=$k compute-sanitizer --tool $tool --error-exitcode 99 \
+    VFLASH_FORCE_KERNEL=$k timeout "$step_timeout" compute-sanitizer --tool $tool --error-exitcode 99 \
       "$suite" --gtest_filter="$filter" --gtest_output="xml:$out/${tool}_$k.xml" >"$out/${tool}_$k.log" 2>&1
     rc=$?
     record "$tool: $k" $rc "$out/${tool}_$k.xml"

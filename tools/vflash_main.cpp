@@ -169,17 +169,6 @@ int demo() {
   return pass ? 0 : 1;
 }
 
-int bench(int argc, char** argv) {
-#ifdef VFLASH_HAVE_BENCH
-  return vflash::cli::run_bench(argc, argv);
-#else
-  (void)argc;
-  (void)argv;
-  std::fprintf(stderr, "vflash: bench not built (tools/bench.cpp is not in this source tree)\n");
-  return 2;
-#endif
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -195,7 +184,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (command == "demo") return demo();
-    if (command == "bench") return bench(argc - 1, argv + 1);
+    if (command == "bench") return vflash::cli::run_bench(argc - 1, argv + 1);
     if (command == "--help" || command == "-h" || command == "help") {
       std::fputs(kUsage, stdout);
       return 0;

@@ -120,33 +120,17 @@ struct FwdTile {
   }
 };
 
-// Tile t -> (pair, head). The list is walked in chunks of kPairChunk pairs,
-// each chunk for every head in turn: CTAs running at the same time then share
-// few heads' K and V (L2 holds them), while the chunks keep the list's
-// longest-first order.
-inline constexpr int kPairChunk = 64;
-
-struct TileCoord {
-  int pair, head;
-};
-
-__device__ __forceinline__ TileCoord tile_coord(int tile, int num_pairs, int heads) {
-  const int chunk = tile / (kPairChunk * heads);
-  const int base = chunk * kPairChunk;
-  const int pairs_here = min(kPairChunk, num_pairs - base);
-  const int within = tile - base * heads;
-  return {base + within % pairs_here, within / pairs_here};
-}
-
 // Where one tile's tensors are: its pair (from shared memory) and head.
 template <class Elem, int kBlockM>
 struct TileView {
   TilePair g;
   int head, head_k, rows_valid;
 
-  __device__ __forceinline__ TileView(const TilePair& pair, int head_q, const FwdArgs& a)
+  // Tiles are (pair, head) with the head innermost: tile t is head t % heads_q
+  // of pair t / heads_q, so the query heads of one key/value head run together.
+  __device__ __forceinline__ TileView(const TilePair& pair, int tile, const FwdArgs& a)
       : g(pair) {
-    head = head_q;
+    head = tile % a.p.heads_q;
     head_k = head / a.group;
     rows_valid = min(kBlockM, g.seqlen_q - g.m0);
   }
@@ -196,14 +180,12 @@ __global__ void __launch_bounds__(kWarps * 32)
   const LaneOffsets<kChunks> q_lane(sQ, lane & 15, lane >> 4);
   const LaneOffsets<kChunks> k_lane(sK, (lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1);
   const LaneOffsets<kChunks> v_lane(sV, lane & 15, lane >> 4);
-  const int num_pairs = args.header->num_pairs;
-  const int num_tiles = num_pairs * p.heads_q;
+  const int num_tiles = args.header->num_pairs * p.heads_q;
 
   // Thread 0 copies a tile's pair into a slot (complete after the next wait).
   auto fetch_pair = [&](int tile, int slot) {
     if (tid == 0) {
-      const int pair = tile_coord(tile, num_pairs, p.heads_q).pair;
-      const char* src = reinterpret_cast<const char*>(args.pairs + pair);
+      const char* src = reinterpret_cast<const char*>(args.pairs + tile / p.heads_q);
       cp_async_16(smem_addr(&pair_slot[slot]), src, true);
       cp_async_16(smem_addr(&pair_slot[slot]) + 16, src + 16, true);
     }
@@ -228,7 +210,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   __syncthreads();
   int stage = 0;  // stage of the block computed next
   {
-    const View first(pair_slot[0], tile_coord(tile, num_pairs, p.heads_q).head, args);
+    const View first(pair_slot[0], tile, args);
     load_q(first);
     if (first.g.nb_end > first.g.nb_first) load_kv(first, first.g.nb_end - 1, stage);
     cp_async_commit();
@@ -240,7 +222,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     const bool has_next = next < num_tiles;
     if (has_next) fetch_pair(next, (iter + 1) & 1);
     cp_async_commit();
-    const View cur(pair_slot[iter & 1], tile_coord(tile, num_pairs, p.heads_q).head, args);
+    const View cur(pair_slot[iter & 1], tile, args);
     const int sq = cur.g.seqlen_q, sk = cur.g.seqlen_k, m0 = cur.g.m0;
     const int rows_valid = cur.rows_valid, m_last = m0 + rows_valid - 1;
     const int nb_first = cur.g.nb_first, nb_end = cur.g.nb_end;
@@ -271,7 +253,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       cp_async_wait<0>();
       __syncthreads();
       if (has_next) {
-        const View nxt(pair_slot[(iter + 1) & 1], tile_coord(next, num_pairs, p.heads_q).head, args);
+        const View nxt(pair_slot[(iter + 1) & 1], next, args);
         load_q(nxt);
         if (nxt.g.nb_end > nxt.g.nb_first) load_kv(nxt, nxt.g.nb_end - 1, stage);
       }
@@ -285,7 +267,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       if (nb > nb_first) {
         load_kv(cur, nb - 1, stage ^ 1);
       } else if (has_next) {
-        const View nxt(pair_slot[(iter + 1) & 1], tile_coord(next, num_pairs, p.heads_q).head, args);
+        const View nxt(pair_slot[(iter + 1) & 1], next, args);
         if (nxt.g.nb_end > nxt.g.nb_first) load_kv(nxt, nxt.g.nb_end - 1, stage ^ 1);
       }
       cp_async_commit();
@@ -409,7 +391,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 
       if (nb == nb_first) {
         __syncthreads();  // every warp is done with Q: the next tile's Q may load
-        if (has_next) load_q(View(pair_slot[(iter + 1) & 1], tile_coord(next, num_pairs, p.heads_q).head, args));
+        if (has_next) load_q(View(pair_slot[(iter + 1) & 1], next, args));
         cp_async_commit();
       }
 
