@@ -199,10 +199,14 @@ LoadProbe probe_kernel(const KernelInfo& kernel, int ordinal) {
 
 Decision select_kernel_from(std::span<const KernelInfo> kernels, const FwdParams& params,
                             const DeviceInfo& device) {
+  // Kernels efficient for this call first, then by rank.
+  const auto efficient = [&](const KernelInfo* k) { return params.max_seqlen_q >= k->min_efficient_seqlen_q; };
   std::vector<const KernelInfo*> order;
   for (const KernelInfo& k : kernels) order.push_back(&k);
-  std::stable_sort(order.begin(), order.end(),
-                   [](const KernelInfo* a, const KernelInfo* b) { return a->rank > b->rank; });
+  std::stable_sort(order.begin(), order.end(), [&](const KernelInfo* a, const KernelInfo* b) {
+    if (efficient(a) != efficient(b)) return efficient(a);
+    return a->rank > b->rank;
+  });
 
   const auto forced = forced_kernel();
   Decision decision;
@@ -212,7 +216,11 @@ Decision select_kernel_from(std::span<const KernelInfo> kernels, const FwdParams
     verdict.reason = static_rejection(*k, params, device, forced, target);
     if (verdict.reason.empty()) {
       if (decision.kernel) {
-        verdict.reason = "valid, but " + std::string(decision.kernel->name) + " ranks higher";
+        verdict.reason = "valid, but " + std::string(decision.kernel->name) +
+                         (efficient(k) ? " ranks higher"
+                                       : " is preferred: max_seqlen_q " + std::to_string(params.max_seqlen_q) +
+                                             " is below this kernel's efficiency floor of " +
+                                             std::to_string(k->min_efficient_seqlen_q));
       } else if (!device.pretended) {
         if (const LoadProbe probe = probe_kernel(*k, device.ordinal); probe.loadable) {
           verdict.accepted = true;

@@ -54,6 +54,10 @@ struct KernelInfo {
   // A __global__ function of this kernel; cudaFuncGetAttributes on it tells
   // whether the binary holds code loadable on the current device. Null for CPU.
   const void* (*probe_symbol)();
+  // Measured efficiency floor: for calls whose max_seqlen_q is below it, any
+  // valid kernel without such a floor is preferred whatever the ranks (e.g. a
+  // 128-row-tile kernel on 64-token windows; numbers in docs/perf.md). 0: none.
+  int32_t min_efficient_seqlen_q = 0;
 };
 
 // All CUDA kernels of this build (targets filled in), in no particular order.

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <string>
+#include <vector>
 
 #include "dispatch.hpp"
 
@@ -121,6 +122,27 @@ TEST_F(Dispatch, SyntheticExpectedChoicePerCapability) {
     EXPECT_EQ(d.loadable_target, c.target) << arch::to_string(c.cc) << " d" << c.d;
     EXPECT_TRUE(has_target_running_on(*d.kernel, c.cc));
   }
+}
+
+TEST_F(Dispatch, EfficiencyFloorPrefersAnotherKernelOnShortSequences) {
+  std::vector<KernelInfo> table(std::begin(kSynthetic), std::end(kSynthetic));
+  for (KernelInfo& k : table)
+    if (std::string_view(k.name) == "hopper_like") k.min_efficient_seqlen_q = 128;
+  FwdParams p = params_of(Call{});
+  p.max_seqlen_q = 64;  // below the floor: the valid mma_like wins despite its lower rank
+  Decision d = select_kernel_from(table, p, pretend({9, 0}));
+  ASSERT_NE(d.kernel, nullptr) << describe_rejections(d);
+  EXPECT_STREQ(d.kernel->name, "mma_like");
+  EXPECT_NE(verdict_of(d, "hopper_like").reason.find("efficiency floor of 128"), std::string::npos)
+      << verdict_of(d, "hopper_like").reason;
+  p.max_seqlen_q = 128;  // at the floor: rank decides again
+  d = select_kernel_from(table, p, pretend({9, 0}));
+  ASSERT_NE(d.kernel, nullptr) << describe_rejections(d);
+  EXPECT_STREQ(d.kernel->name, "hopper_like");
+  p.max_seqlen_q = 64;  // where the floored kernel cannot run, nothing changes
+  d = select_kernel_from(table, p, pretend({8, 6}));
+  ASSERT_NE(d.kernel, nullptr) << describe_rejections(d);
+  EXPECT_STREQ(d.kernel->name, "mma_like");
 }
 
 TEST_F(Dispatch, ArchSpecificKernelOnlyOnItsChip) {

@@ -148,13 +148,15 @@ def test_torch_compile_fullgraph(with_out, backend, seed):
         o, lse = vflash.flash_attn_varlen_func(
             q @ proj, k, v, cu, cu, max(lengths), max(lengths), causal=True, return_lse=True, out=out
         )
-        return o.sum(dim=-1) + lse.t(), o
+        # Sum in fp32: a bf16 sum rounds (ulp 0.06 near 10) where inductor's fused one need not.
+        return o.float().sum(dim=-1) + lse.t(), o
 
     eager = block(q, k, v, cu)
     compiled = torch.compile(block, fullgraph=True, backend=backend)(q, k, v, cu)
     for e, c in zip(eager, compiled):
-        # The attention is the same kernel on the same inputs; the surrounding ops may fuse differently.
-        torch.testing.assert_close(c, e)
+        # The attention is the same kernel; the surrounding ops may fuse and round differently,
+        # so bf16 tolerances (a wrongly wired op is off by O(1)).
+        torch.testing.assert_close(c, e, rtol=1.6e-2, atol=1e-2)
 
 
 @needs_gpu

@@ -24,8 +24,9 @@ constexpr Instance kInstances[] = {
 #undef VFLASH_HOPPER_INSTANCE
 };
 
-// Head dim as computed: 72 runs on the 80 instantiation (zero-filled by TMA).
-int computed_dim(int d) { return d == 72 ? 80 : d; }
+// Head dim as computed: 72 runs on the 96 instantiation (zero-filled by TMA),
+// measured faster than on the 80 one (docs/perf.md).
+int computed_dim(int d) { return d == 72 ? 96 : d; }
 
 const Instance* find_instance(const FwdParams& p) {
   for (const Instance& in : kInstances)
@@ -58,6 +59,9 @@ const KernelInfo kKernels[] = {{
     &launch,
     nullptr,
     &probe,
+    // 128-row query tiles with exposed per-tile latency: on 64-token windows the
+    // mma kernel is faster (docs/perf.md, vit-window64-d80).
+    128,
 }};
 
 }  // namespace
