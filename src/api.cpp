@@ -60,10 +60,16 @@ const KernelInfo& kernel_for(const FwdParams& p) {
          "CUDA device " + std::to_string(p.device) + " is not usable (" + device.absent_reason + ")");
   // Dispatch explains every candidate in words; repeated calls of one shape
   // take the remembered choice instead. The key holds everything selection reads.
-  using Key = std::tuple<int, int, int, uint32_t, int, bool, int, int, std::string>;
-  const Key key{int(p.dtype), p.head_dim,      p.head_dim_v,     features_of(p),
-                p.device,     device.pretended, device.cc.major, device.cc.minor,
-                forced_kernel().value_or("")};
+  // Efficiency floors enter as one bit per kernel, so the map stays bounded
+  // however many distinct max_seqlen_q values a server sees.
+  uint64_t below_floor = 0;
+  const auto kernels = cuda_kernels();
+  for (size_t i = 0; i < kernels.size() && i < 64; ++i)
+    if (p.max_seqlen_q < kernels[i].min_efficient_seqlen_q) below_floor |= uint64_t{1} << i;
+  using Key = std::tuple<int, int, int, uint32_t, uint64_t, int, bool, int, int, std::string>;
+  const Key key{int(p.dtype),    p.head_dim,      p.head_dim_v,     features_of(p),
+                below_floor,     p.device,        device.pretended, device.cc.major,
+                device.cc.minor, forced_kernel().value_or("")};
   static std::mutex mutex;
   static std::map<Key, const KernelInfo*> chosen;
   {

@@ -1,6 +1,7 @@
 // The C ABI and C++ API glue on host tensors (CPU reference backend): status
 // codes, thread-local error text naming the argument, struct_size, overrides,
 // and the doctor's JSON.
+#include <algorithm>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -324,6 +325,30 @@ TEST_F(Api, PretendAndForceDriveTheKernelName) {
   EXPECT_FALSE(vflash::forced_kernel());
   ASSERT_EQ(vflash_pretend_capability(nullptr), VFLASH_OK);
   EXPECT_FALSE(vflash::pretended_capability());
+}
+
+// Repeated calls of one shape reuse the remembered choice: that memory must not
+// outlive a change of max_seqlen_q across a kernel's efficiency floor.
+TEST_F(Api, RememberedKernelChoiceFollowsEfficiencyFloors) {
+  ASSERT_EQ(vflash_pretend_capability("9.0"), VFLASH_OK);
+  CudaShapedArgs c;
+  std::vector<std::string> names;
+  for (int max_seqlen : {128, 64, 128, 64}) {
+    SCOPED_TRACE(max_seqlen);
+    c.a.max_seqlen_q = c.a.max_seqlen_k = max_seqlen;
+    const vflash::Decision d = vflash::select_kernel(vflash::validate_varlen(c.a), vflash::query_device(0));
+    if (!d.kernel) GTEST_SKIP() << "this build has no kernel for 9.0";
+    const char* name = nullptr;
+    ASSERT_EQ(vflash_varlen_kernel_name(&c.a, &name), VFLASH_OK) << vflash_last_error();
+    EXPECT_STREQ(name, d.kernel->name);
+    names.emplace_back(name);
+  }
+  const auto kernels = vflash::cuda_kernels();
+  const bool floored = std::any_of(kernels.begin(), kernels.end(), [&](const vflash::KernelInfo& k) {
+    return k.min_efficient_seqlen_q == 128 && names[0] == k.name;
+  });
+  if (floored) EXPECT_NE(names[0], names[1]) << "the floored kernel must give way at max_seqlen_q 64";
+  ASSERT_EQ(vflash_pretend_capability(nullptr), VFLASH_OK);
 }
 
 // Runs python3's json module on `text`; false with the reason when it does not parse.
