@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Hopper kernel check + timing, for the machine with the H100:
-#   1. `gen_hopper.py --check`: the instantiation files match the table,
+#   1. `src/kernels/hopper/instances.py --check`: the instantiation files match the table,
 #   2. configure + build (sm_90a) the CLI in $BUILD (default build-hopper),
 #   3. the SASS holds HGMMA (wgmma) and UTMALDG (TMA) instructions and no
 #      local-memory spills in the hopper kernels,
@@ -14,7 +14,7 @@ build=${BUILD:-$root/build-hopper}
 workloads=${1:-$root/../shared/bench/workloads.json}
 export PATH=/usr/local/cuda/bin:$PATH
 
-python3 "$root/scripts/gen_hopper.py" --check
+python3 "$root/src/kernels/hopper/instances.py" --check
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DVFLASH_CUDA_ARCHS=90 -DVFLASH_BUILD_TESTS=OFF >/dev/null
 ninja -C "$build" -j"$(nproc)" vflash_cli
 

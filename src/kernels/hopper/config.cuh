@@ -1,6 +1,6 @@
 // Compile-time shape of one Hopper kernel instantiation: tile sizes, the
 // shared-memory plan and the launch entry points. The list of instantiations
-// is generated (scripts/gen_hopper.py -> instances.inc).
+// is generated (src/kernels/hopper/instances.py -> instances.inc).
 #pragma once
 
 #include <cstddef>

@@ -1,6 +1,6 @@
 // Registry entry of the Hopper (sm_90a) kernel family: one kernel, "hopper",
 // whose launch picks the generated instantiation for the call's head dims and
-// dtype (instances.inc, from scripts/gen_hopper.py).
+// dtype (instances.inc, from src/kernels/hopper/instances.py).
 #include <array>
 #include <span>
 
