@@ -49,7 +49,8 @@
 // 13. softmax_scale finite and >= 0 (0 selects 1/sqrt(d)); softcap finite and
 //     >= 0 (0 = off); window_left/right >= -1 (-1 = unbounded). causal sets
 //     window_right = 0 and keeps window_left.
-// 14. workspace non-null when workspace_bytes > 0.
+// 14. workspace non-null when workspace_bytes > 0, and 16-byte aligned (kernels
+//     keep tile lists there with vector accesses).
 //
 // Not checked: that out does not overlap q/k/v/lse (strided views of one
 // buffer may interleave legitimately, and exact disjointness of strided views
@@ -257,6 +258,8 @@ void check_scalars(const Call& c) {
     fail(Status::invalid_argument, "window_right", "must be >= -1 (-1 = unbounded), got " + num(c.window_right));
   if (c.workspace == nullptr && c.workspace_bytes > 0)
     fail(Status::invalid_argument, "workspace", "must not be null when workspace_bytes > 0");
+  if (reinterpret_cast<uintptr_t>(c.workspace) % 16 != 0)
+    fail(Status::invalid_argument, "workspace", "must be aligned to 16 bytes");
 }
 
 // Rules 2-10 and 13-14 for q, k, v, out, lse and the scalars; fills params

@@ -488,6 +488,18 @@ TEST_F(Varlen, WorkspaceNullWithBytes) {
   reject([](auto& m) { m.workspace_bytes = 64; }, "workspace", "must not be null when workspace_bytes > 0");
 }
 
+TEST_F(Varlen, WorkspaceMisaligned) {
+  alignas(16) static unsigned char buffer[80];
+  reject([](auto& m) {
+    m.workspace = buffer + 4;
+    m.workspace_bytes = 64;
+  }, "workspace", "must be aligned to 16 bytes");
+  accept([](auto& m) {
+    m.workspace = buffer;
+    m.workspace_bytes = 64;
+  });
+}
+
 TEST_F(Dense, BaselineIsAcceptedAndResolved) {
   const FwdParams p = validate_dense(a);
   EXPECT_FALSE(p.is_varlen());
