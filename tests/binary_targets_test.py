@@ -36,8 +36,12 @@ def main(lib, kernels_inc, kernels_dir):
     for family, targets in families:
         sources = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(kernels_dir, family, "*.cu"))}
         for target in filter(None, targets.split(";")):
-            kind, names = ("cubin", elf) if target.startswith("sm_") else ("ptx", ptx)
-            found = [n for n in names if n.rsplit(".", 2)[0] in sources and n.endswith(f".{target}.{kind}")]
+            if target.startswith("sm_"):
+                kind, names, suffixes = "cubin", elf, [f".{target}.cubin"]
+            else:  # cuobjdump names the PTX of compute_XY "<source>.sm_XY.ptx"
+                arch = target.removeprefix("compute_")
+                kind, names, suffixes = "ptx", ptx, [f".sm_{arch}.ptx", f".compute_{arch}.ptx"]
+            found = [n for n in names if n.rsplit(".", 2)[0] in sources and n.endswith(tuple(suffixes))]
             print(f"{family:8s} {target:14s} {len(found):3d} {kind} file(s)")
             if not found:
                 failures.append(f"{family}: no {kind} for {target}")
