@@ -394,17 +394,24 @@ FwdParams validate_call(const Call& c) {
   return p;
 }
 
+// The checks both argument blocks share: struct_size, then everything but the
+// layout-specific sequence description.
+template <typename Args>
+FwdParams validate_common(const Args& args, bool varlen, const char* struct_name) {
+  if (args.struct_size < sizeof(Args))
+    fail(Status::invalid_argument, "struct_size",
+         std::string("must be >= sizeof(") + struct_name + ") (" + num(int64_t(sizeof(Args))) + "), got " +
+             num(int64_t(args.struct_size)) + "; call " + struct_name + "_init");
+  const Call call{varlen, args.q, args.k, args.v, args.out, args.lse, args.softmax_scale, args.causal,
+                  args.window_left, args.window_right, args.softcap, args.workspace, args.workspace_bytes,
+                  args.stream};
+  return validate_call(call);
+}
+
 }  // namespace
 
 FwdParams validate_varlen(const vflash_varlen_args& args) {
-  if (args.struct_size < sizeof(vflash_varlen_args))
-    fail(Status::invalid_argument, "struct_size",
-         "must be >= sizeof(vflash_varlen_args) (" + num(int64_t(sizeof(vflash_varlen_args))) + "), got " +
-             num(int64_t(args.struct_size)) + "; call vflash_varlen_args_init");
-  const Call call{true, args.q, args.k, args.v, args.out, args.lse, args.softmax_scale, args.causal,
-                  args.window_left, args.window_right, args.softcap, args.workspace, args.workspace_bytes,
-                  args.stream};
-  FwdParams p = validate_call(call);
+  FwdParams p = validate_common(args, true, "vflash_varlen_args");
 
   const Arg cq{args.cu_seqlens_q, "cu_seqlens_q", 1, "(batch + 1)", true};
   const Arg ck{args.cu_seqlens_k, "cu_seqlens_k", 1, "(batch + 1)", true};
@@ -454,14 +461,7 @@ FwdParams validate_varlen(const vflash_varlen_args& args) {
 }
 
 FwdParams validate_dense(const vflash_dense_args& args) {
-  if (args.struct_size < sizeof(vflash_dense_args))
-    fail(Status::invalid_argument, "struct_size",
-         "must be >= sizeof(vflash_dense_args) (" + num(int64_t(sizeof(vflash_dense_args))) + "), got " +
-             num(int64_t(args.struct_size)) + "; call vflash_dense_args_init");
-  const Call call{false, args.q, args.k, args.v, args.out, args.lse, args.softmax_scale, args.causal,
-                  args.window_left, args.window_right, args.softcap, args.workspace, args.workspace_bytes,
-                  args.stream};
-  FwdParams p = validate_call(call);
+  FwdParams p = validate_common(args, false, "vflash_dense_args");
   p.seqlen_q = int32_t(args.q.shape[1]);
   p.seqlen_k = int32_t(args.k.shape[1]);
   p.max_seqlen_q = p.seqlen_q;
