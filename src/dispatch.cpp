@@ -139,7 +139,11 @@ DeviceInfo query_device(int ordinal) {
   int count = 0;
   if (const cudaError_t err = cudaGetDeviceCount(&count); err != cudaSuccess) {
     cudaGetLastError();  // not the caller's error: do not leave it behind
-    info.absent_reason = cudaGetErrorString(err);
+    // Without a GPU the runtime reports a missing or too old driver; say both.
+    info.absent_reason = std::string(err == cudaErrorInsufficientDriver || err == cudaErrorNoDevice
+                                         ? "no usable CUDA driver or GPU: "
+                                         : "") +
+                         cudaGetErrorName(err) + ": " + cudaGetErrorString(err);
     return info;
   }
   if (count == 0) {
