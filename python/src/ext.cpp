@@ -124,8 +124,15 @@ struct Options {
   uintptr_t stream;
 };
 
+// Fills what the varlen and dense argument blocks share: tensors and options.
 template <typename Args>
-void apply(Args& args, const Options& o) {
+void apply(Args& args, const InArray& q, const InArray& k, const InArray& v, std::optional<OutArray>& out,
+           std::optional<OutArray>& lse, const Options& o) {
+  args.q = describe(q, "q");
+  args.k = describe(k, "k");
+  args.v = describe(v, "v");
+  args.out = out ? describe(*out, "out") : absent();
+  args.lse = lse ? describe(*lse, "lse") : absent();
   args.softmax_scale = o.softmax_scale;
   args.causal = o.causal ? 1 : 0;
   args.window_left = o.window_left;
@@ -139,16 +146,11 @@ vflash_varlen_args varlen_args(const InArray& q, const InArray& k, const InArray
                                std::optional<OutArray>& out, std::optional<OutArray>& lse, const Options& o) {
   vflash_varlen_args args;
   vflash_varlen_args_init(&args);
-  args.q = describe(q, "q");
-  args.k = describe(k, "k");
-  args.v = describe(v, "v");
-  args.out = out ? describe(*out, "out") : absent();
-  args.lse = lse ? describe(*lse, "lse") : absent();
+  apply(args, q, k, v, out, lse, o);
   args.cu_seqlens_q = describe(cu_seqlens_q, "cu_seqlens_q");
   args.cu_seqlens_k = describe(cu_seqlens_k, "cu_seqlens_k");
   args.max_seqlen_q = max_seqlen_q;
   args.max_seqlen_k = max_seqlen_k;
-  apply(args, o);
   return args;
 }
 
@@ -156,12 +158,7 @@ vflash_dense_args dense_args(const InArray& q, const InArray& k, const InArray& 
                              std::optional<OutArray>& lse, const Options& o) {
   vflash_dense_args args;
   vflash_dense_args_init(&args);
-  args.q = describe(q, "q");
-  args.k = describe(k, "k");
-  args.v = describe(v, "v");
-  args.out = out ? describe(*out, "out") : absent();
-  args.lse = lse ? describe(*lse, "lse") : absent();
-  apply(args, o);
+  apply(args, q, k, v, out, lse, o);
   return args;
 }
 
