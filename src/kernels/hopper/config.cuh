@@ -12,11 +12,12 @@ namespace vflash::hopper {
 
 inline constexpr int kSmemLimit = 227 * 1024;  // dynamic shared memory per block on sm_90
 
-template <int kQkDim, int kVDim, int kBlockN_, int kStages_, DType kDType_>
+template <int kQkDim, int kVDim, int kBlockN_, int kStages_, int kConsumerWarpgroups_, DType kDType_>
 struct Config {
-  static constexpr int kD = kQkDim;    // QK^T reduction dim as computed (72 runs as 80)
-  static constexpr int kDV = kVDim;    // PV output dim as computed
-  static constexpr int kBlockM = 128;  // query rows per tile: 64 per consumer warpgroup
+  static constexpr int kD = kQkDim;  // QK^T reduction dim as computed (72 runs as 96)
+  static constexpr int kDV = kVDim;  // PV output dim as computed
+  static constexpr int kConsumerWarpgroups = kConsumerWarpgroups_;
+  static constexpr int kBlockM = 64 * kConsumerWarpgroups;  // query rows per tile: 64 per consumer warpgroup
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kStages = kStages_;
   static constexpr DType kDType = kDType_;
@@ -35,7 +36,7 @@ struct Config {
   static constexpr int kVBytes = kBlockN * kDV * 2;
   static constexpr int kOBytes = kBlockM * kDV * 2;
   static constexpr int kAlign = 1024;  // a 128 B swizzle pattern repeats every 1 KB
-  static constexpr int kBarrierBytes = 128;
+  static constexpr int kBarrierBytes = 256;
   static constexpr int kRingBytes = kStages * (kKBytes + kVBytes);
   // The O staging buffer gets its own space when it fits (so the next tile's
   // Q can load during the epilogue); otherwise it reuses the Q tile's space.
@@ -52,7 +53,7 @@ struct Config {
   static_assert(kDV <= kD || !kOReusesQ, "O staged in Q's space must fit there");
 
   static constexpr int kProducerThreads = 128;  // one warpgroup; one warp issues TMA
-  static constexpr int kConsumerThreads = 256;  // two warpgroups of 64 query rows
+  static constexpr int kConsumerThreads = 128 * kConsumerWarpgroups;
   static constexpr int kThreads = kProducerThreads + kConsumerThreads;
 };
 

@@ -15,6 +15,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "config.cuh"
@@ -135,19 +136,26 @@ struct Kernel {
   using Scheduler = TileScheduler<kBlockM, kBlockN>;
 
   // setmaxnreg moves registers within the CTA's launch allocation
-  // (__launch_bounds__(384, 1): 168 per thread): what the producer warpgroup
-  // gives up must cover what the two consumer warpgroups take, or the
-  // consumers' setmaxnreg.inc waits forever.
+  // (__launch_bounds__(kThreads, 1)): what the producer warpgroup gives up
+  // must cover what the consumer warpgroups take, or the consumers'
+  // setmaxnreg.inc waits forever. Consumers take the most that fits
+  // (240 with two consumer warpgroups, 160 with three).
   static constexpr int kLaunchRegs = 65536 / Cfg::kThreads / 8 * 8;
-  static constexpr int kProducerRegs = 40;
-  static constexpr int kConsumerRegs = 232;
+  static constexpr int kProducerRegs = 24;
+  static constexpr int kConsumerRegs = std::min(
+      240, kLaunchRegs + (kLaunchRegs - kProducerRegs) * Cfg::kProducerThreads / Cfg::kConsumerThreads / 8 * 8);
   static_assert((kLaunchRegs - kProducerRegs) * Cfg::kProducerThreads >=
                     (kConsumerRegs - kLaunchRegs) * Cfg::kConsumerThreads,
                 "register reallocation exceeds the CTA's allocation");
+  // Overlapping block n's softmax with block n+1's PV keeps S, P and O live
+  // together; that needs about 80 registers of headroom for the rest.
+  static constexpr bool kOverlap = kDV / 2 + kBlockN / 2 + kBlockN / 4 <= kConsumerRegs - 80;
 
   struct Barriers {
     uint64_t q_full, q_empty;
-    uint64_t k_full[kStages], v_full[kStages], kv_empty[kStages];
+    // K and V have separate rings so a K slot is released as soon as its
+    // QK^T completes, while the same block's V is still needed for PV.
+    uint64_t k_full[kStages], k_empty[kStages], v_full[kStages], v_empty[kStages];
   };
   static_assert(sizeof(Barriers) <= Cfg::kBarrierBytes, "barrier area too small");
 
@@ -159,14 +167,18 @@ struct Kernel {
     return uint32_t((col / kChunk) * rows * kSwz) + off;
   }
 
-  __device__ __forceinline__ static int ring_next(int& stage, uint32_t& phase) {
-    const int s = stage;
-    if (++stage == kStages) {
-      stage = 0;
-      phase ^= 1;
+  // Position in a kStages-deep ring of shared-memory slots; each slot's
+  // mbarrier phase flips every time the ring wraps.
+  struct Ring {
+    int stage = 0;
+    uint32_t phase = 0;
+    __device__ __forceinline__ void advance() {
+      if (++stage == kStages) {
+        stage = 0;
+        phase ^= 1;
+      }
     }
-    return s;
-  }
+  };
 
   // ---------------------------------------------------------------- producer
   __device__ __forceinline__ static void produce(const CUtensorMap* tq, const CUtensorMap* tk, const CUtensorMap* tv,
@@ -185,8 +197,8 @@ struct Kernel {
     const int batch_coord_dense = a.cu_seqlens_q == nullptr;
     Scheduler sched;
     Tile tile;
-    int stage = 0;
-    uint32_t phase = 0, q_phase = 0;
+    Ring k_ring, v_ring;
+    uint32_t q_phase = 0;
     for (int64_t t = blockIdx.x; sched.decode(t, a, tile); t += gridDim.x) {
       if (tile.n_begin >= tile.n_end) continue;  // no visible key: consumers write zeros
       const int bc = batch_coord_dense ? tile.b : 0;
@@ -201,25 +213,25 @@ struct Kernel {
       }
       q_phase ^= 1;
       const int kv_head = tile.h / a.heads_per_kv;
-      for (int n = tile.n_end - 1; n >= tile.n_begin; --n) {
-        const uint32_t ph = phase;
-        const int s = ring_next(stage, phase);
+      // Issue order K(last), then K(n-1) before V(n): the consumers compute
+      // QK^T of block n-1 together with PV of block n.
+      auto load = [&](Ring& ring, uint64_t* full, uint64_t* empty, const CUtensorMap* map, uint32_t base,
+                      int tile_bytes, int dim, int n) {
+        const int s = ring.stage;
         if (leader) {
-          mbar_wait(smem_addr(&bars.kv_empty[s]), ph ^ 1);
+          mbar_wait(smem_addr(&empty[s]), ring.phase ^ 1);
+          const uint32_t bar = smem_addr(&full[s]);
+          mbar_arrive_expect_tx(bar, tile_bytes);
           const int row = tile.k_start + n * kBlockN;
-          const uint32_t kbar = smem_addr(&bars.k_full[s]);
-          mbar_arrive_expect_tx(kbar, Cfg::kKBytes);
-#pragma unroll
-          for (int c = 0; c < kD / kChunk; ++c)
-            tma_load_4d(k_smem + s * Cfg::kKBytes + c * kBlockN * kSwz, tk, kbar, c * kChunk, kv_head, row, bc,
-                        keep);
-          const uint32_t vbar = smem_addr(&bars.v_full[s]);
-          mbar_arrive_expect_tx(vbar, Cfg::kVBytes);
-#pragma unroll
-          for (int c = 0; c < kDV / kChunk; ++c)
-            tma_load_4d(v_smem + s * Cfg::kVBytes + c * kBlockN * kSwz, tv, vbar, c * kChunk, kv_head, row, bc,
-                        keep);
+          for (int c = 0; c < dim / kChunk; ++c)
+            tma_load_4d(base + s * tile_bytes + c * kBlockN * kSwz, map, bar, c * kChunk, kv_head, row, bc, keep);
         }
+        ring.advance();
+      };
+      load(k_ring, bars.k_full, bars.k_empty, tk, k_smem, Cfg::kKBytes, kD, tile.n_end - 1);
+      for (int n = tile.n_end - 1; n >= tile.n_begin; --n) {
+        if (n > tile.n_begin) load(k_ring, bars.k_full, bars.k_empty, tk, k_smem, Cfg::kKBytes, kD, n - 1);
+        load(v_ring, bars.v_full, bars.v_empty, tv, v_smem, Cfg::kVBytes, kDV, n);
       }
       __syncwarp();
     }
@@ -345,8 +357,8 @@ struct Kernel {
 
     Scheduler sched;
     Tile tile;
-    int stage = 0;
-    uint32_t phase = 0, q_phase = 0;
+    Ring k_ring, v_ring;
+    uint32_t q_phase = 0;
     for (int64_t t = blockIdx.x; sched.decode(t, a, tile); t += gridDim.x) {
       float o[kDV / 2];
 #pragma unroll
@@ -368,29 +380,69 @@ struct Kernel {
         uint32_t p[kBlockN / 16][4];
         float rescale[2];
         mbar_wait(smem_addr(&bars.q_full), q_phase);
-        // Per key block (last first): S = Q K^T, softmax, O += P V. The two
-        // consumer warpgroups run this independently, so one's softmax
-        // overlaps the other's GEMMs.
-        for (int n = tile.n_end - 1; n >= tile.n_begin; --n) {
-          const uint32_t ph = phase;
-          const int s = ring_next(stage, phase);
-          mbar_wait(smem_addr(&bars.k_full[s]), ph);
+        // Key blocks run last first. S_n = Q K_n^T is issued together with
+        // O += P_{n+1} V_{n+1} when S, P and O fit in registers together
+        // (kOverlap), so block n's softmax runs while that PV executes;
+        // otherwise each block's GEMMs and softmax run in sequence and only
+        // the other warpgroup fills the gaps.
+        auto qk = [&](int n) {
+          mbar_wait(smem_addr(&bars.k_full[k_ring.stage]), k_ring.phase);
           wgmma_fence();
-          issue_qk(sc, q_smem, k_smem + s * Cfg::kKBytes, wg);
+          issue_qk(sc, q_smem, k_smem + k_ring.stage * Cfg::kKBytes, wg);
           wgmma_commit();
-          wgmma_wait<0>();
+        };
+        auto qk_done = [&](int n) {
           fence_regs(sc);
+          mbar_arrive(smem_addr(&bars.k_empty[k_ring.stage]));
+          k_ring.advance();
           if (!Cfg::kOReusesQ && n == tile.n_begin) mbar_arrive(smem_addr(&bars.q_empty));
-          softmax_block(sc, n, a, st, rescale);
-          rescale_o(o, rescale);
-          to_p(sc, p);
-          mbar_wait(smem_addr(&bars.v_full[s]), ph);
-          wgmma_fence();
-          issue_pv(o, p, v_smem + s * Cfg::kVBytes);
+        };
+        auto pv = [&]() {
+          mbar_wait(smem_addr(&bars.v_full[v_ring.stage]), v_ring.phase);
+          issue_pv(o, p, v_smem + v_ring.stage * Cfg::kVBytes);
           wgmma_commit();
-          wgmma_wait<0>();
+        };
+        auto pv_done = [&]() {
           fence_regs(o);
-          mbar_arrive(smem_addr(&bars.kv_empty[s]));
+          fence_regs(p);
+          mbar_arrive(smem_addr(&bars.v_empty[v_ring.stage]));
+          v_ring.advance();
+        };
+        if constexpr (kOverlap) {
+          int n = tile.n_end - 1;
+          qk(n);
+          wgmma_wait<0>();
+          qk_done(n);
+          softmax_block(sc, n, a, st, rescale);
+          to_p(sc, p);
+          for (--n; n >= tile.n_begin; --n) {
+            qk(n);
+            pv();
+            wgmma_wait<1>();
+            qk_done(n);
+            softmax_block(sc, n, a, st, rescale);
+            wgmma_wait<0>();
+            pv_done();
+            rescale_o(o, rescale);
+            to_p(sc, p);
+          }
+          wgmma_fence();
+          pv();
+          wgmma_wait<0>();
+          pv_done();
+        } else {
+          for (int n = tile.n_end - 1; n >= tile.n_begin; --n) {
+            qk(n);
+            wgmma_wait<0>();
+            qk_done(n);
+            softmax_block(sc, n, a, st, rescale);
+            rescale_o(o, rescale);
+            to_p(sc, p);
+            wgmma_fence();
+            pv();
+            wgmma_wait<0>();
+            pv_done();
+          }
         }
       }
 
@@ -461,7 +513,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     for (int s = 0; s < Cfg::kStages; ++s) {
       mbar_init(smem_addr(&bars.k_full[s]), 1);
       mbar_init(smem_addr(&bars.v_full[s]), 1);
-      mbar_init(smem_addr(&bars.kv_empty[s]), Cfg::kConsumerThreads);
+      mbar_init(smem_addr(&bars.k_empty[s]), Cfg::kConsumerThreads);
+      mbar_init(smem_addr(&bars.v_empty[s]), Cfg::kConsumerThreads);
     }
     fence_barrier_init();
   }

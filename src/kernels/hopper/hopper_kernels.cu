@@ -18,8 +18,9 @@ struct Instance {
 };
 
 constexpr Instance kInstances[] = {
-#define VFLASH_HOPPER_INSTANCE(D, DV, BN, ST, DT) \
-  {D, DV, DType::DT, &launch_fwd<Config<D, DV, BN, ST, DType::DT>>, &kernel_symbol<Config<D, DV, BN, ST, DType::DT>>},
+#define VFLASH_HOPPER_INSTANCE(D, DV, BN, ST, WG, DT)                   \
+  {D, DV, DType::DT, &launch_fwd<Config<D, DV, BN, ST, WG, DType::DT>>, \
+   &kernel_symbol<Config<D, DV, BN, ST, WG, DType::DT>>},
 #include "instances.inc"
 #undef VFLASH_HOPPER_INSTANCE
 };

@@ -104,6 +104,15 @@ __device__ __forceinline__ void fence_regs(float (&r)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
 }
+// Register A operands (P) are read asynchronously too: keep them live until
+// the wgmma that reads them has completed.
+template <int M, int N>
+__device__ __forceinline__ void fence_regs(uint32_t (&r)[M][N]) {
+#pragma unroll
+  for (int i = 0; i < M; ++i)
+#pragma unroll
+    for (int j = 0; j < N; ++j) asm volatile("" : "+r"(r[i][j])::"memory");
+}
 
 // Shared-memory matrix descriptor of a swizzled operand. `lead_bytes` is the
 // leading-dimension byte offset (ignored by hardware for K-major swizzled
