@@ -38,9 +38,11 @@ struct KernelArgs {
   float score_scale_log2;  // multiplies raw scores into log2 units (1 with softcap)
   float softcap_in;        // softmax_scale / softcap; 0 = no softcap
   float softcap_out;       // softcap * log2(e)
+  int head_group;          // query heads whose tiles interleave (their K/V share the L2)
+  int* tile_counter;       // zeroed before the launch, hands out tiles past the first wave; null: round-robin
 };
 
-// One unit of work: 128 query rows of one (sequence, query head).
+// One unit of work: kBlockM query rows of one (sequence, query head).
 struct Tile {
   int b, h, m_block;
   int q_start, q_len;  // row offset of the sequence in the packed tensor (0 when dense), length
@@ -48,11 +50,14 @@ struct Tile {
   int n_begin, n_end;  // key blocks [n_begin, n_end) that some row of the tile can see
 };
 
-// Deterministic tile order shared by every warp of a CTA: each warp decodes
-// the same linear tile index on its own, so producer and consumers agree
-// without communicating. Varlen decoding walks the sequences with a cursor
-// that only moves forward (a CTA's tile indices increase), 32 sequences per
-// step with a warp scan.
+// Linear tile index -> tile. Every warp of a CTA decodes the index the
+// producer published on its own. Varlen decoding walks the sequences with a
+// cursor that only moves forward (a CTA's tile indices increase), 32
+// sequences per step with a warp scan. Inside a sequence (or dense batch
+// entry), heads go in groups of a.head_group whose K/V fit in L2 together;
+// inside a group the query blocks go last first (under causal masking the
+// last sees the most keys), cycling over the group's heads, so that with
+// tiles handed out dynamically the longest go first.
 template <int kBlockM, int kBlockN>
 struct TileScheduler {
   int b = 0;
@@ -105,9 +110,12 @@ struct TileScheduler {
       m_blocks = (tile.q_len + kBlockM - 1) / kBlockM;
       local = t - first_tile;
     }
-    tile.h = int(local / m_blocks);
-    // Last query block first: under causal masking it sees the most keys.
-    tile.m_block = m_blocks - 1 - int(local % m_blocks);
+    const int64_t group_tiles = int64_t(a.head_group) * m_blocks;
+    const int group = int(local / group_tiles);
+    const int within = int(local - group * group_tiles);
+    const int group_heads = min(a.head_group, a.heads_q - group * a.head_group);
+    tile.h = group * a.head_group + within % group_heads;
+    tile.m_block = m_blocks - 1 - within / group_heads;
 
     // Keys visible to rows [r0, r1] (bottom-right aligned masks).
     const int r0 = tile.m_block * kBlockM;
@@ -141,7 +149,9 @@ struct Kernel {
   // setmaxnreg.inc waits forever. Consumers take the most that fits
   // (240 with two consumer warpgroups, 160 with three).
   static constexpr int kLaunchRegs = 65536 / Cfg::kThreads / 8 * 8;
-  static constexpr int kProducerRegs = 24;
+  // 24 with two consumer warpgroups (consumers get 240); 32 with three costs
+  // the consumers nothing (160 either way) and keeps the producer unspilled.
+  static constexpr int kProducerRegs = 32;
   static constexpr int kConsumerRegs = std::min(
       240, kLaunchRegs + (kLaunchRegs - kProducerRegs) * Cfg::kProducerThreads / Cfg::kConsumerThreads / 8 * 8);
   static_assert((kLaunchRegs - kProducerRegs) * Cfg::kProducerThreads >=
@@ -149,13 +159,16 @@ struct Kernel {
                 "register reallocation exceeds the CTA's allocation");
   // Overlapping block n's softmax with block n+1's PV keeps S, P and O live
   // together; that needs about 80 registers of headroom for the rest.
-  static constexpr bool kOverlap = kDV / 2 + kBlockN / 2 + kBlockN / 4 <= kConsumerRegs - 80;
+  static constexpr bool kOverlap = kDV / 2 + kBlockN / 2 + kBlockN / 4 <= kConsumerRegs - 72;
 
   struct Barriers {
     uint64_t q_full, q_empty;
     // K and V have separate rings so a K slot is released as soon as its
     // QK^T completes, while the same block's V is still needed for PV.
     uint64_t k_full[kStages], k_empty[kStages], v_full[kStages], v_empty[kStages];
+    // The producer publishes each tile index it takes to the consumers.
+    uint64_t tile_full[2], tile_empty[2];
+    int64_t tile_index[2];
   };
   static_assert(sizeof(Barriers) <= Cfg::kBarrierBytes, "barrier area too small");
 
@@ -166,6 +179,17 @@ struct Kernel {
     off ^= ((off >> 7) & (kSwz / 16 - 1)) << 4;
     return uint32_t((col / kChunk) * rows * kSwz) + off;
   }
+
+  // Position in the two-entry ring of published tile indices.
+  struct TileSlot {
+    int index = 0;
+    uint32_t phase = 0;
+    __device__ __forceinline__ TileSlot& operator++() {
+      index ^= 1;
+      phase ^= index == 0;
+      return *this;
+    }
+  };
 
   // Position in a kStages-deep ring of shared-memory slots; each slot's
   // mbarrier phase flips every time the ring wraps.
@@ -194,13 +218,14 @@ struct Kernel {
     const uint32_t q_smem = smem_addr(smem + Cfg::kQOffset);
     const uint32_t k_smem = smem_addr(smem + Cfg::kKOffset);
     const uint32_t v_smem = smem_addr(smem + Cfg::kVOffset);
-    const int batch_coord_dense = a.cu_seqlens_q == nullptr;
+    const bool batch_coord_dense = a.cu_seqlens_q == nullptr;
     Scheduler sched;
     Tile tile;
     Ring k_ring, v_ring;
     uint32_t q_phase = 0;
-    for (int64_t t = blockIdx.x; sched.decode(t, a, tile); t += gridDim.x) {
-      if (tile.n_begin >= tile.n_end) continue;  // no visible key: consumers write zeros
+    // Q, then K(last), then K(n-1) before V(n): the consumers compute QK^T of
+    // block n-1 together with PV of block n.
+    auto load_tile = [&](const Tile& tile) {
       const int bc = batch_coord_dense ? tile.b : 0;
       if (leader) {
         mbar_wait(smem_addr(&bars.q_empty), q_phase ^ 1);
@@ -213,8 +238,6 @@ struct Kernel {
       }
       q_phase ^= 1;
       const int kv_head = tile.h / a.heads_per_kv;
-      // Issue order K(last), then K(n-1) before V(n): the consumers compute
-      // QK^T of block n-1 together with PV of block n.
       auto load = [&](Ring& ring, uint64_t* full, uint64_t* empty, const CUtensorMap* map, uint32_t base,
                       int tile_bytes, int dim, int n) {
         const int s = ring.stage;
@@ -233,7 +256,26 @@ struct Kernel {
         if (n > tile.n_begin) load(k_ring, bars.k_full, bars.k_empty, tk, k_smem, Cfg::kKBytes, kD, n - 1);
         load(v_ring, bars.v_full, bars.v_empty, tv, v_smem, Cfg::kVBytes, kDV, n);
       }
-      __syncwarp();
+    };
+
+    // The first wave is static; later tiles come from a global counter (when
+    // given), so a CTA that drew short tiles takes more. Each index taken is
+    // published to the consumers, the one that ends the schedule included.
+    TileSlot slot;
+    const bool dynamic = a.tile_counter != nullptr;
+    for (int64_t t = blockIdx.x;; ++slot) {
+      if (dynamic && leader) {
+        mbar_wait(smem_addr(&bars.tile_empty[slot.index]), slot.phase ^ 1);
+        bars.tile_index[slot.index] = t;
+        mbar_arrive(smem_addr(&bars.tile_full[slot.index]));
+      }
+      if (!sched.decode(t, a, tile)) break;
+      // Taken now, read after this tile's loads are issued: the atomic's
+      // latency hides behind them.
+      const int64_t next =
+          a.tile_counter == nullptr ? t + gridDim.x : leader ? gridDim.x + atomicAdd(a.tile_counter, 1) : 0;
+      if (tile.n_begin < tile.n_end) load_tile(tile);  // else no visible key: consumers write zeros
+      t = __shfl_sync(0xffffffffu, next, 0);
     }
   }
 
@@ -359,7 +401,19 @@ struct Kernel {
     Tile tile;
     Ring k_ring, v_ring;
     uint32_t q_phase = 0;
-    for (int64_t t = blockIdx.x; sched.decode(t, a, tile); t += gridDim.x) {
+    const bool dynamic = a.tile_counter != nullptr;
+    int64_t t = int64_t(blockIdx.x) - gridDim.x;
+    for (TileSlot slot;; ++slot) {
+      if (dynamic) {
+        mbar_wait(smem_addr(&bars.tile_full[slot.index]), slot.phase);
+        // Read by every thread, made visibly warp-uniform so the compiler
+        // keeps the wgmma sequence below on a convergent path.
+        t = __shfl_sync(0xffffffffu, bars.tile_index[slot.index], 0);
+        mbar_arrive(smem_addr(&bars.tile_empty[slot.index]));
+      } else {
+        t += gridDim.x;  // round-robin: known without the producer
+      }
+      if (!sched.decode(t, a, tile)) break;
       float o[kDV / 2];
 #pragma unroll
       for (int i = 0; i < kDV / 2; ++i) o[i] = 0.f;
@@ -399,6 +453,7 @@ struct Kernel {
         };
         auto pv = [&]() {
           mbar_wait(smem_addr(&bars.v_full[v_ring.stage]), v_ring.phase);
+          wgmma_fence();  // after the wait loop: keeps the issue on a convergent path
           issue_pv(o, p, v_smem + v_ring.stage * Cfg::kVBytes);
           wgmma_commit();
         };
@@ -426,7 +481,6 @@ struct Kernel {
             rescale_o(o, rescale);
             to_p(sc, p);
           }
-          wgmma_fence();
           pv();
           wgmma_wait<0>();
           pv_done();
@@ -438,7 +492,6 @@ struct Kernel {
             softmax_block(sc, n, a, st, rescale);
             rescale_o(o, rescale);
             to_p(sc, p);
-            wgmma_fence();
             pv();
             wgmma_wait<0>();
             pv_done();
@@ -515,6 +568,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       mbar_init(smem_addr(&bars.v_full[s]), 1);
       mbar_init(smem_addr(&bars.k_empty[s]), Cfg::kConsumerThreads);
       mbar_init(smem_addr(&bars.v_empty[s]), Cfg::kConsumerThreads);
+    }
+    for (int i = 0; i < 2; ++i) {
+      mbar_init(smem_addr(&bars.tile_full[i]), 1);
+      mbar_init(smem_addr(&bars.tile_empty[i]), Cfg::kConsumerThreads);
     }
     fence_barrier_init();
   }

@@ -73,6 +73,28 @@ int launch_fwd(const FwdParams& p) {
     a.score_scale_log2 = p.softmax_scale * kLog2e;
   }
 
+  // With causal or windowed masks the query blocks of a head differ in cost:
+  // heads whose K/V fit in about half the L2 then interleave their tiles, so
+  // the longest go first while the tiles running at once share K/V in L2 (a
+  // group holds whole KV heads). Unmasked, every block costs the same and one
+  // head at a time keeps the fewest K/V bytes live.
+  constexpr int64_t kL2Budget = 24 << 20;
+  const int64_t max_k = dense ? p.seqlen_k : p.max_seqlen_k;
+  const int64_t kv_head_bytes = std::max<int64_t>(1, max_k * (p.head_dim + p.head_dim_v) * 2);
+  const bool uneven = p.window_left >= 0 || p.window_right >= 0;
+  const int64_t kv_heads = uneven ? std::clamp<int64_t>(kL2Budget / kv_head_bytes, 1, p.heads_k) : 1;
+  a.head_group = int(kv_heads * a.heads_per_kv);
+  // Tiles of unequal cost (masks, or varlen) are handed out dynamically from
+  // a counter in the caller's workspace (workspace_bytes in hopper_kernels.cu);
+  // equal dense tiles go round-robin, which measured faster there
+  // (std-s1024-d128, docs/perf.md).
+  a.tile_counter = nullptr;
+  if (uneven || !dense) {
+    a.tile_counter = static_cast<int*>(p.workspace);
+    if (int e = cudaMemsetAsync(a.tile_counter, 0, sizeof(int), static_cast<cudaStream_t>(p.stream)); e != cudaSuccess)
+      return e;
+  }
+
   int device = p.device, sms = 0;
   if (device < 0 && cudaGetDevice(&device) != cudaSuccess) return cudaErrorInvalidDevice;
   if (int e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); e != cudaSuccess) return e;

@@ -43,6 +43,9 @@ int launch(const FwdParams& p) {
 
 const void* probe() { return kInstances[0].symbol(); }
 
+// The persistent kernel's tile counter (fwd_launch.cuh).
+size_t workspace_bytes(const FwdParams&) { return 16; }
+
 constexpr HeadDimRule kHeadDims[] = {
     {64, 64, 8, 64, 64, 8, true},     {72, 80, 8, 72, 80, 8, true},    {96, 96, 8, 96, 96, 8, true},
     {128, 128, 8, 128, 128, 8, true}, {192, 192, 8, 128, 128, 8, false}, {192, 192, 8, 192, 192, 8, true},
@@ -58,7 +61,7 @@ const KernelInfo kKernels[] = {{
     kCausal | kWindow | kSoftcap | kGqa | kLse | kDense | kVarlen,
     kHeadDims,
     &launch,
-    nullptr,
+    &workspace_bytes,
     &probe,
     // 128-row query tiles with exposed per-tile latency: on 64-token windows the
     // mma kernel is faster (docs/perf.md, vit-window64-d80).
