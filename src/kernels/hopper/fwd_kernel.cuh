@@ -346,9 +346,20 @@ struct Kernel {
         if (!visible) sc[i] = -INFINITY;
       }
     }
-    float blk_max[2] = {-INFINITY, -INFINITY};
+    float part[2][kChains];
 #pragma unroll
-    for (int i = 0; i < kBlockN / 2; ++i) blk_max[(i >> 1) & 1] = fmaxf(blk_max[(i >> 1) & 1], sc[i]);
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+      for (int j = 0; j < kChains; ++j) part[r][j] = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < kBlockN / 2; ++i) part[(i >> 1) & 1][chain(i)] = fmaxf(part[(i >> 1) & 1][chain(i)], sc[i]);
+    float blk_max[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      blk_max[r] = part[r][0];
+#pragma unroll
+      for (int j = 1; j < kChains; ++j) blk_max[r] = fmaxf(blk_max[r], part[r][j]);
+    }
     float base[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -363,11 +374,31 @@ struct Kernel {
       st.row_sum[r] *= rescale[r];
     }
 #pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+      for (int j = 0; j < kChains; ++j) part[r][j] = 0.f;
+#pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) {
       const int r = (i >> 1) & 1;
       sc[i] = fast_exp2(fmaf(sc[i], sl2, -base[r]));
-      st.row_sum[r] += sc[i];
+      part[r][chain(i)] += sc[i];
     }
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+      for (int j = 0; j < kChains; ++j) st.row_sum[r] += part[r][j];
+  }
+
+  // Row max and sum of a block run as kChains independent chains per row.
+  // With the overlap the softmax sits on the issuing warpgroup's critical
+  // path, where one serial chain over a row's kBlockN / 4 entries is
+  // latency-bound; otherwise the other warpgroups fill that latency and the
+  // fewer instructions of one chain measured faster (docs/perf.md).
+  static constexpr int kChains = kOverlap ? 4 : 1;
+  // Which chain accumulator entry i feeds (entries i and i ^ 2 belong to the
+  // thread's two rows).
+  __device__ __forceinline__ static constexpr int chain(int i) {
+    return kChains == 1 ? 0 : (i & 1) | ((i >> 1) & 2);
   }
 
   // Accumulator layout of S equals the register-A layout of the PV wgmma:
@@ -470,17 +501,20 @@ struct Kernel {
           qk_done(n);
           softmax_block(sc, n, a, st, rescale);
           to_p(sc, p);
+          // O takes block n+1's rescale while QK^T of block n runs, just
+          // before the PV that accumulates into it.
           for (--n; n >= tile.n_begin; --n) {
             qk(n);
+            rescale_o(o, rescale);
             pv();
             wgmma_wait<1>();
             qk_done(n);
             softmax_block(sc, n, a, st, rescale);
             wgmma_wait<0>();
             pv_done();
-            rescale_o(o, rescale);
             to_p(sc, p);
           }
+          rescale_o(o, rescale);
           pv();
           wgmma_wait<0>();
           pv_done();
