@@ -12,10 +12,10 @@ namespace vflash::hopper {
 
 inline constexpr int kSmemLimit = 227 * 1024;  // dynamic shared memory per block on sm_90
 
-template <int kQkDim, int kVDim, int kBlockN_, int kStages_, int kConsumerWarpgroups_, DType kDType_>
+template <int kQkDim, int kVDim, int kBlockN_, int kStages_, int kConsumerWarpgroups_, int kQkBox, DType kDType_>
 struct Config {
-  static constexpr int kD = kQkDim;  // QK^T reduction dim as computed (72 runs as 96)
-  static constexpr int kDV = kVDim;  // PV output dim as computed
+  static constexpr int kD = kQkDim;  // QK^T reduction dim as computed (72 runs as 80)
+  static constexpr int kDV = kVDim;  // PV output dim as computed (72 runs as 96)
   static constexpr int kConsumerWarpgroups = kConsumerWarpgroups_;
   static constexpr int kBlockM = 64 * kConsumerWarpgroups;  // query rows per tile: 64 per consumer warpgroup
   static constexpr int kBlockN = kBlockN_;
@@ -23,16 +23,23 @@ struct Config {
   static constexpr DType kDType = kDType_;
 
   // Shared-memory tiles are stored as column chunks, each a row-major
-  // [rows][kChunk] block swizzled the way TMA writes it and wgmma reads it.
-  // The widest swizzle (128 B = 64 columns) that divides both dims is used;
-  // 80 falls to 32 B chunks of 16 columns, so nothing is padded to 96 or 128.
-  static constexpr int kChunk = (kD % 64 == 0 && kDV % 64 == 0) ? 64 : (kD % 32 == 0 && kDV % 32 == 0) ? 32 : 16;
-  static constexpr int kSwizzleBytes = kChunk * 2;
-  static_assert(kD % kChunk == 0 && kDV % kChunk == 0, "head dims must be whole chunks");
+  // [rows][chunk] block swizzled the way TMA writes it and wgmma reads it.
+  // Q and K (the QK^T operands, K-major) use kQkBox-column chunks (chosen per
+  // instance, instances.py), stored kQkWidth wide: columns past the head dim
+  // are TMA's zero fill (never read from memory) and the reduction stops at
+  // kD. V is the MN-major B operand of PV with N = kDV, and O is staged like
+  // it, so their chunks divide kDV: 80 takes 32 B chunks of 16 columns.
+  static constexpr int kQkChunk = kQkBox;
+  static constexpr int kQkWidth = (kD + kQkChunk - 1) / kQkChunk * kQkChunk;
+  static constexpr int kVChunk = kDV % 64 == 0 ? 64 : kDV % 32 == 0 ? 32 : 16;
+  static constexpr int kQkSwizzleBytes = kQkChunk * 2;
+  static constexpr int kVSwizzleBytes = kVChunk * 2;
+  static_assert(kQkChunk == 16 || kQkChunk == 32 || kQkChunk == 64, "Q/K boxes are 32, 64 or 128 bytes wide");
+  static_assert(kD % 16 == 0 && kDV % kVChunk == 0, "head dims must be whole wgmma steps and chunks");
   static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "key tile must be whole wgmma k-steps");
 
-  static constexpr int kQBytes = kBlockM * kD * 2;
-  static constexpr int kKBytes = kBlockN * kD * 2;
+  static constexpr int kQBytes = kBlockM * kQkWidth * 2;
+  static constexpr int kKBytes = kBlockN * kQkWidth * 2;
   static constexpr int kVBytes = kBlockN * kDV * 2;
   static constexpr int kOBytes = kBlockM * kDV * 2;
   static constexpr int kAlign = 1024;  // a 128 B swizzle pattern repeats every 1 KB
@@ -50,7 +57,7 @@ struct Config {
   static_assert(kSmemBytes <= kSmemLimit, "tile plan exceeds shared memory");
   static_assert(kQBytes % kAlign == 0 && kKBytes % kAlign == 0 && kVBytes % kAlign == 0 && kOBytes % kAlign == 0,
                 "tiles must keep 1 KB alignment");
-  static_assert(kDV <= kD || !kOReusesQ, "O staged in Q's space must fit there");
+  static_assert(kOBytes <= kQBytes || !kOReusesQ, "O staged in Q's space must fit there");
 
   static constexpr int kProducerThreads = 128;  // one warpgroup; one warp issues TMA
   static constexpr int kConsumerThreads = 128 * kConsumerWarpgroups;

@@ -137,8 +137,10 @@ struct Kernel {
   static constexpr int kBlockN = Cfg::kBlockN;
   static constexpr int kD = Cfg::kD;
   static constexpr int kDV = Cfg::kDV;
-  static constexpr int kChunk = Cfg::kChunk;
-  static constexpr int kSwz = Cfg::kSwizzleBytes;
+  static constexpr int kQkChunk = Cfg::kQkChunk;
+  static constexpr int kQkSwz = Cfg::kQkSwizzleBytes;
+  static constexpr int kVChunk = Cfg::kVChunk;
+  static constexpr int kVSwz = Cfg::kVSwizzleBytes;
   static constexpr int kStages = Cfg::kStages;
   using Elem = std::conditional_t<Cfg::kDType == DType::bf16, __nv_bfloat16, __half>;
   using Scheduler = TileScheduler<kBlockM, kBlockN>;
@@ -172,12 +174,12 @@ struct Kernel {
   };
   static_assert(sizeof(Barriers) <= Cfg::kBarrierBytes, "barrier area too small");
 
-  // Byte offset of element (row, col) in a chunked, swizzled tile of `rows`
-  // rows: the layout TMA writes with CU_TENSOR_MAP_SWIZZLE_<kSwz>B.
-  __device__ __forceinline__ static uint32_t tile_offset(int row, int col, int rows) {
-    uint32_t off = uint32_t(row * kSwz + (col % kChunk) * 2);
-    off ^= ((off >> 7) & (kSwz / 16 - 1)) << 4;
-    return uint32_t((col / kChunk) * rows * kSwz) + off;
+  // Byte offset of element (row, col) in the O staging tile (chunked like
+  // V): the layout TMA writes with CU_TENSOR_MAP_SWIZZLE_<kVSwz>B.
+  __device__ __forceinline__ static uint32_t o_stage_offset(int row, int col) {
+    uint32_t off = uint32_t(row * kVSwz + (col % kVChunk) * 2);
+    off ^= ((off >> 7) & (kVSwz / 16 - 1)) << 4;
+    return uint32_t((col / kVChunk) * kBlockM * kVSwz) + off;
   }
 
   // Position in the two-entry ring of published tile indices.
@@ -233,28 +235,31 @@ struct Kernel {
         mbar_arrive_expect_tx(qbar, Cfg::kQBytes);
         const int row = tile.q_start + tile.m_block * kBlockM;
 #pragma unroll
-        for (int c = 0; c < kD / kChunk; ++c)
-          tma_load_4d(q_smem + c * kBlockM * kSwz, tq, qbar, c * kChunk, tile.h, row, bc, stream);
+        for (int c = 0; c < Cfg::kQkWidth / kQkChunk; ++c)
+          tma_load_4d(q_smem + c * kBlockM * kQkSwz, tq, qbar, c * kQkChunk, tile.h, row, bc, stream);
       }
       q_phase ^= 1;
       const int kv_head = tile.h / a.heads_per_kv;
       auto load = [&](Ring& ring, uint64_t* full, uint64_t* empty, const CUtensorMap* map, uint32_t base,
-                      int tile_bytes, int dim, int n) {
+                      int tile_bytes, int width, int chunk, int swz, int n) {
         const int s = ring.stage;
         if (leader) {
           mbar_wait(smem_addr(&empty[s]), ring.phase ^ 1);
           const uint32_t bar = smem_addr(&full[s]);
           mbar_arrive_expect_tx(bar, tile_bytes);
           const int row = tile.k_start + n * kBlockN;
-          for (int c = 0; c < dim / kChunk; ++c)
-            tma_load_4d(base + s * tile_bytes + c * kBlockN * kSwz, map, bar, c * kChunk, kv_head, row, bc, keep);
+          for (int c = 0; c < width / chunk; ++c)
+            tma_load_4d(base + s * tile_bytes + c * kBlockN * swz, map, bar, c * chunk, kv_head, row, bc, keep);
         }
         ring.advance();
       };
-      load(k_ring, bars.k_full, bars.k_empty, tk, k_smem, Cfg::kKBytes, kD, tile.n_end - 1);
+      auto load_k = [&](int n) {
+        load(k_ring, bars.k_full, bars.k_empty, tk, k_smem, Cfg::kKBytes, Cfg::kQkWidth, kQkChunk, kQkSwz, n);
+      };
+      load_k(tile.n_end - 1);
       for (int n = tile.n_end - 1; n >= tile.n_begin; --n) {
-        if (n > tile.n_begin) load(k_ring, bars.k_full, bars.k_empty, tk, k_smem, Cfg::kKBytes, kD, n - 1);
-        load(v_ring, bars.v_full, bars.v_empty, tv, v_smem, Cfg::kVBytes, kDV, n);
+        if (n > tile.n_begin) load_k(n - 1);
+        load(v_ring, bars.v_full, bars.v_empty, tv, v_smem, Cfg::kVBytes, kDV, kVChunk, kVSwz, n);
       }
     };
 
@@ -293,10 +298,10 @@ struct Kernel {
   __device__ __forceinline__ static void issue_qk(float (&sc)[kBlockN / 2], uint32_t q_smem, uint32_t k_tile, int wg) {
 #pragma unroll
     for (int kk = 0; kk < kD / 16; ++kk) {
-      const int c = kk * 16 / kChunk, within = (kk * 16) % kChunk;
+      const int c = kk * 16 / kQkChunk, within = (kk * 16) % kQkChunk;
       const uint64_t da =
-          make_smem_desc(q_smem + c * kBlockM * kSwz + wg * 64 * kSwz + within * 2, 16, 8 * kSwz, kSwz);
-      const uint64_t db = make_smem_desc(k_tile + c * kBlockN * kSwz + within * 2, 16, 8 * kSwz, kSwz);
+          make_smem_desc(q_smem + c * kBlockM * kQkSwz + wg * 64 * kQkSwz + within * 2, 16, 8 * kQkSwz, kQkSwz);
+      const uint64_t db = make_smem_desc(k_tile + c * kBlockN * kQkSwz + within * 2, 16, 8 * kQkSwz, kQkSwz);
       wgmma_ss<kBlockN, Cfg::kDType>(sc, da, db, kk > 0);
     }
   }
@@ -304,7 +309,7 @@ struct Kernel {
   __device__ __forceinline__ static void issue_pv(float (&o)[kDV / 2], const uint32_t (&p)[kBlockN / 16][4], uint32_t v_tile) {
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      const uint64_t db = make_smem_desc(v_tile + kk * 16 * kSwz, kBlockN * kSwz, 8 * kSwz, kSwz);
+      const uint64_t db = make_smem_desc(v_tile + kk * 16 * kVSwz, kBlockN * kVSwz, 8 * kVSwz, kVSwz);
       wgmma_rs<kDV, Cfg::kDType>(o, p[kk], db, 1);
     }
   }
@@ -549,7 +554,7 @@ struct Kernel {
         for (int r = 0; r < 2; ++r) {
           const int row = wg * 64 + warp * 16 + quad_row + r * 8;
           const uint32_t v = pack(o[4 * j + 2 * r] * st.row_sum[r], o[4 * j + 2 * r + 1] * st.row_sum[r]);
-          *reinterpret_cast<uint32_t*>(o_stage + tile_offset(row, 8 * j + quad_col, kBlockM)) = v;
+          *reinterpret_cast<uint32_t*>(o_stage + o_stage_offset(row, 8 * j + quad_col)) = v;
         }
       }
       named_barrier_sync(1 + wg, 128);
@@ -560,7 +565,7 @@ struct Kernel {
         const int col = (u % units_per_row) * 8;
         const int q_row = r0 + wg * 64 + row;
         if (q_row < tile.q_len) {
-          const uint4 v = *reinterpret_cast<const uint4*>(o_stage + tile_offset(wg * 64 + row, col, kBlockM));
+          const uint4 v = *reinterpret_cast<const uint4*>(o_stage + o_stage_offset(wg * 64 + row, col));
           *reinterpret_cast<uint4*>(o_base + head_off + int64_t(tile.q_start + q_row) * a.o_row_stride + col) = v;
         }
       }

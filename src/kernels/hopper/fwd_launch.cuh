@@ -31,13 +31,13 @@ int launch_fwd(const FwdParams& p) {
   const int batches = dense ? p.batch : 1;
   CUtensorMap tq, tk, tv;
   int err = encode_head_tensor(&tq, type, p.q, p.head_dim, p.heads_q, q_rows, batches, p.q_head_stride,
-                               p.q_row_stride, p.q_batch_stride, Cfg::kChunk, Cfg::kBlockM);
+                               p.q_row_stride, p.q_batch_stride, Cfg::kQkChunk, Cfg::kBlockM);
   if (err == cudaSuccess)
     err = encode_head_tensor(&tk, type, p.k, p.head_dim, p.heads_k, std::max<int64_t>(k_rows, 1), batches,
-                             p.k_head_stride, p.k_row_stride, p.k_batch_stride, Cfg::kChunk, Cfg::kBlockN);
+                             p.k_head_stride, p.k_row_stride, p.k_batch_stride, Cfg::kQkChunk, Cfg::kBlockN);
   if (err == cudaSuccess)
     err = encode_head_tensor(&tv, type, p.v, p.head_dim_v, p.heads_k, std::max<int64_t>(k_rows, 1), batches,
-                             p.v_head_stride, p.v_row_stride, p.v_batch_stride, Cfg::kChunk, Cfg::kBlockN);
+                             p.v_head_stride, p.v_row_stride, p.v_batch_stride, Cfg::kVChunk, Cfg::kBlockN);
   if (err != cudaSuccess) return err;
   // The epilogue writes 16-byte pieces of O rows.
   if (reinterpret_cast<uintptr_t>(p.o) % 16 != 0 || p.o_row_stride % 8 != 0 || p.o_head_stride % 8 != 0 ||

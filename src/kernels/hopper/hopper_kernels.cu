@@ -18,20 +18,22 @@ struct Instance {
 };
 
 constexpr Instance kInstances[] = {
-#define VFLASH_HOPPER_INSTANCE(D, DV, BN, ST, WG, DT)                   \
-  {D, DV, DType::DT, &launch_fwd<Config<D, DV, BN, ST, WG, DType::DT>>, \
-   &kernel_symbol<Config<D, DV, BN, ST, WG, DType::DT>>},
+#define VFLASH_HOPPER_INSTANCE(D, DV, BN, ST, WG, QB, DT)                   \
+  {D, DV, DType::DT, &launch_fwd<Config<D, DV, BN, ST, WG, QB, DType::DT>>, \
+   &kernel_symbol<Config<D, DV, BN, ST, WG, QB, DType::DT>>},
 #include "instances.inc"
 #undef VFLASH_HOPPER_INSTANCE
 };
 
-// Head dim as computed: 72 runs on the 96 instantiation (zero-filled by TMA),
-// measured faster than on the 80 one (docs/perf.md).
-int computed_dim(int d) { return d == 72 ? 96 : d; }
+// Head dims as computed: 72 runs its QK^T reduction as 80 (zero-filled by
+// TMA) and its PV as N = 96, whose V rows load in 64 B boxes rather than the
+// 32 B boxes an N of 80 would need (docs/perf.md).
+int computed_qk_dim(int d) { return d == 72 ? 80 : d; }
+int computed_v_dim(int d) { return d == 72 ? 96 : d; }
 
 const Instance* find_instance(const FwdParams& p) {
   for (const Instance& in : kInstances)
-    if (in.qk_dim == computed_dim(p.head_dim) && in.v_dim == computed_dim(p.head_dim_v) && in.dtype == p.dtype)
+    if (in.qk_dim == computed_qk_dim(p.head_dim) && in.v_dim == computed_v_dim(p.head_dim_v) && in.dtype == p.dtype)
       return &in;
   return nullptr;
 }

@@ -2,6 +2,6 @@
 #include "fwd_launch.cuh"
 
 namespace vflash::hopper {
-template int launch_fwd<Config<192, 128, 112, 2, 2, DType::bf16>>(const FwdParams&);
-template const void* kernel_symbol<Config<192, 128, 112, 2, 2, DType::bf16>>();
+template int launch_fwd<Config<192, 128, 112, 2, 2, 64, DType::bf16>>(const FwdParams&);
+template const void* kernel_symbol<Config<192, 128, 112, 2, 2, 64, DType::bf16>>();
 }  // namespace vflash::hopper

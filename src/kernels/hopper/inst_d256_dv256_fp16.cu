@@ -2,6 +2,6 @@
 #include "fwd_launch.cuh"
 
 namespace vflash::hopper {
-template int launch_fwd<Config<256, 256, 80, 2, 2, DType::fp16>>(const FwdParams&);
-template const void* kernel_symbol<Config<256, 256, 80, 2, 2, DType::fp16>>();
+template int launch_fwd<Config<256, 256, 80, 2, 2, 64, DType::fp16>>(const FwdParams&);
+template const void* kernel_symbol<Config<256, 256, 80, 2, 2, 64, DType::fp16>>();
 }  // namespace vflash::hopper

@@ -2,6 +2,6 @@
 #include "fwd_launch.cuh"
 
 namespace vflash::hopper {
-template int launch_fwd<Config<64, 64, 128, 4, 3, DType::bf16>>(const FwdParams&);
-template const void* kernel_symbol<Config<64, 64, 128, 4, 3, DType::bf16>>();
+template int launch_fwd<Config<64, 64, 128, 4, 3, 64, DType::bf16>>(const FwdParams&);
+template const void* kernel_symbol<Config<64, 64, 128, 4, 3, 64, DType::bf16>>();
 }  // namespace vflash::hopper
