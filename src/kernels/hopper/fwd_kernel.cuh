@@ -1,14 +1,17 @@
 // The sm_90a attention forward kernel: warp-specialised, persistent.
 //
-// One CTA = 3 warpgroups. Warpgroup 0 is the producer: one warp walks the
-// tile schedule and issues TMA loads of the Q tile (128 rows) and of K/V
-// tiles into a kStages-deep shared-memory ring, each completing on an
-// mbarrier. Warpgroups 1 and 2 are consumers, each owning 64 of the 128 query
-// rows: S = Q K^T with wgmma (both operands in shared memory), online softmax
-// in fp32 with exp2, O += P V with wgmma (P from registers). The consumers
-// release each ring slot through an "empty" mbarrier. The epilogue stages O
-// through shared memory and writes 16-byte rows, masked at the sequence end
-// so a tile never touches the next packed sequence.
+// One CTA = 1 producer + 2 or 3 consumer warpgroups (Config). One producer
+// warp takes tile indices (round-robin, or from a global counter when tiles
+// differ in cost), publishes each to the consumers, and issues TMA loads of
+// the Q tile (64 rows per consumer warpgroup) and of K and V tiles into two
+// kStages-deep shared-memory rings, each slot completing on an mbarrier.
+// Each consumer warpgroup owns 64 query rows: S = Q K^T with wgmma (both
+// operands in shared memory), online softmax in fp32 with exp2, O += P V with
+// wgmma (P from registers); with two consumer warpgroups, block n's softmax
+// overlaps block n+1's PV. Consumers release K after its QK^T and V after its
+// PV through "empty" mbarriers. The epilogue stages O through shared memory
+// and writes 16-byte rows, masked at the sequence end so a tile never touches
+// the next packed sequence.
 #pragma once
 
 #include <cuda.h>
@@ -148,11 +151,11 @@ struct Kernel {
   // setmaxnreg moves registers within the CTA's launch allocation
   // (__launch_bounds__(kThreads, 1)): what the producer warpgroup gives up
   // must cover what the consumer warpgroups take, or the consumers'
-  // setmaxnreg.inc waits forever. Consumers take the most that fits
-  // (240 with two consumer warpgroups, 160 with three).
+  // setmaxnreg.inc waits forever. Consumers take the most that fits.
   static constexpr int kLaunchRegs = 65536 / Cfg::kThreads / 8 * 8;
-  // 24 with two consumer warpgroups (consumers get 240); 32 with three costs
-  // the consumers nothing (160 either way) and keeps the producer unspilled.
+  // 32 for the producer leaves consumers 232 (two warpgroups) or 160 (three).
+  // The producer warp still spills a few tile-level values to local memory
+  // (never in the consumers' loop); 24 spilled more and measured slower.
   static constexpr int kProducerRegs = 32;
   static constexpr int kConsumerRegs = std::min(
       240, kLaunchRegs + (kLaunchRegs - kProducerRegs) * Cfg::kProducerThreads / Cfg::kConsumerThreads / 8 * 8);

@@ -65,8 +65,8 @@ const KernelInfo kKernels[] = {{
     &launch,
     &workspace_bytes,
     &probe,
-    // 128-row query tiles with exposed per-tile latency: on 64-token windows the
-    // mma kernel is faster (docs/perf.md, vit-window64-d80).
+    // 128- and 192-row query tiles with exposed per-tile latency: on 64-token
+    // windows the mma kernel is faster (docs/perf.md, vit-window64-d80).
     128,
 }};
 
