@@ -119,7 +119,8 @@ class Bench:
         if self.fa4 is not None:
             self.record(name, "flash-attn-4", fl, lambda: self.fa4.flash_attn_func(qt, kt, vt, causal=causal))
         if self.vflash is not None:
-            self.record(name, "vflash", fl, lambda: self.vflash.flash_attn_func(qt, kt, vt, causal=causal))
+            kernel = self.vflash.kernel_name(qt, kt, vt, causal=causal)
+            self.record(name, "vflash", fl, lambda: self.vflash.flash_attn_func(qt, kt, vt, causal=causal), kernel)
             if reference is not None:
                 self.agreement(name, self.vflash.flash_attn_func(qt, kt, vt, causal=causal), reference)
 

@@ -179,6 +179,7 @@ void dense_fwd(const DenseArgs& args) { forward(validate_dense(args)); }
 size_t varlen_workspace_size(const VarlenArgs& args) { return workspace_of(validate_varlen(args)); }
 size_t dense_workspace_size(const DenseArgs& args) { return workspace_of(validate_dense(args)); }
 std::string varlen_kernel_name(const VarlenArgs& args) { return kernel_name_of(validate_varlen(args)); }
+std::string dense_kernel_name(const DenseArgs& args) { return kernel_name_of(validate_dense(args)); }
 std::string doctor_json() { return doctor_report_json(); }
 
 }  // namespace vflash
@@ -235,6 +236,13 @@ vflash_status vflash_varlen_kernel_name(const vflash_varlen_args* args, const ch
   return c_call([&] {
     if (!name) fail(Status::invalid_argument, "name", "must not be null");
     *name = kernel_name_of(validate_varlen(checked(args)));
+  });
+}
+
+vflash_status vflash_dense_kernel_name(const vflash_dense_args* args, const char** name) {
+  return c_call([&] {
+    if (!name) fail(Status::invalid_argument, "name", "must not be null");
+    *name = kernel_name_of(validate_dense(checked(args)));
   });
 }
 

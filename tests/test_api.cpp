@@ -257,6 +257,35 @@ TEST_F(Api, ErrorsNameTheArgument) {
   EXPECT_STREQ(vflash_last_error(), "");
 }
 
+TEST_F(Api, DenseKernelNameOnHostAndErrors) {
+  const int batch = 2, seqlen = 5, heads = 2, d = 8;
+  std::vector<float> q(batch * seqlen * heads * d), out(q.size());
+  vflash::DenseArgs a;
+  a.q = a.k = a.v = vflash::make_tensor(q.data(), VFLASH_DTYPE_FP32, -1, {batch, seqlen, heads, d});
+  a.out = vflash::make_tensor(out.data(), VFLASH_DTYPE_FP32, -1, {batch, seqlen, heads, d});
+  a.causal = 1;
+  const char* name = nullptr;
+  ASSERT_EQ(vflash_dense_kernel_name(&a, &name), VFLASH_OK) << vflash_last_error();
+  EXPECT_STREQ(name, "cpu_reference");
+  EXPECT_EQ(vflash::dense_kernel_name(a), "cpu_reference");
+
+  EXPECT_EQ(vflash_dense_kernel_name(&a, nullptr), VFLASH_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::strstr(vflash_last_error(), "name"), nullptr) << vflash_last_error();
+  EXPECT_EQ(vflash_dense_kernel_name(nullptr, &name), VFLASH_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::strstr(vflash_last_error(), "args"), nullptr) << vflash_last_error();
+
+  a.k.dtype = VFLASH_DTYPE_BF16;
+  EXPECT_EQ(vflash_dense_kernel_name(&a, &name), VFLASH_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::strstr(vflash_last_error(), "k.dtype"), nullptr) << vflash_last_error();
+  try {
+    vflash::dense_kernel_name(a);
+    ADD_FAILURE() << "no error";
+  } catch (const vflash::Error& e) {
+    EXPECT_EQ(e.status(), vflash::Status::invalid_argument);
+    EXPECT_EQ(e.argument(), "k.dtype");
+  }
+}
+
 TEST_F(Api, LastErrorIsThreadLocal) {
   EXPECT_EQ(vflash_varlen_fwd(nullptr), VFLASH_ERROR_INVALID_ARGUMENT);
   std::string other_thread = "unset";
@@ -290,6 +319,19 @@ TEST_F(Api, CudaTensorsWithoutDeviceSayNoDevice) {
   EXPECT_NE(std::strstr(vflash_last_error(), "q.device"), nullptr) << vflash_last_error();
   size_t bytes = 0;
   EXPECT_EQ(vflash_varlen_workspace_size(&c.a, &bytes), VFLASH_ERROR_NO_DEVICE);
+
+  vflash::DenseArgs dense;
+  dense.q = dense.k = dense.v = dense.out =
+      vflash::make_tensor(CudaShapedArgs::storage, VFLASH_DTYPE_BF16, 0, {2, 64, 8, 128});
+  EXPECT_EQ(vflash_dense_kernel_name(&dense, &name), VFLASH_ERROR_NO_DEVICE);
+  EXPECT_NE(std::strstr(vflash_last_error(), "q.device"), nullptr) << vflash_last_error();
+  try {
+    vflash::dense_kernel_name(dense);
+    ADD_FAILURE() << "no error";
+  } catch (const vflash::Error& e) {
+    EXPECT_EQ(e.status(), vflash::Status::no_device);
+    EXPECT_EQ(e.argument(), "q.device");
+  }
 }
 
 TEST_F(Api, PretendAndForceDriveTheKernelName) {

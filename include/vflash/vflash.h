@@ -131,6 +131,7 @@ VFLASH_API vflash_status vflash_dense_workspace_size(const vflash_dense_args* ar
 
 /* Name of the kernel the call would run (validates; "cpu_reference" for host tensors). */
 VFLASH_API vflash_status vflash_varlen_kernel_name(const vflash_varlen_args* args, const char** name);
+VFLASH_API vflash_status vflash_dense_kernel_name(const vflash_dense_args* args, const char** name);
 
 /* Thread-local message of the last failure on this thread ("" after success). */
 VFLASH_API const char* vflash_last_error(void);

@@ -56,6 +56,7 @@ VFLASH_API size_t dense_workspace_size(const DenseArgs& args);
 
 // Name of the kernel dispatch would choose for this call (validates).
 VFLASH_API std::string varlen_kernel_name(const VarlenArgs& args);
+VFLASH_API std::string dense_kernel_name(const DenseArgs& args);
 
 // `vflash doctor --json` report.
 VFLASH_API std::string doctor_json();

@@ -188,6 +188,14 @@ void run(Args& args, vflash_status (*size_of)(const Args*, size_t*), vflash_stat
   check(status);
 }
 
+// The kernel `name_of` reports for the call ("cpu_reference" for host arrays).
+template <typename Args>
+std::string kernel_name(const Args& args, vflash_status (*name_of)(const Args*, const char**)) {
+  const char* name = nullptr;
+  check(name_of(&args, &name));
+  return name;
+}
+
 }  // namespace
 
 NB_MODULE(_C, m) {
@@ -230,14 +238,24 @@ NB_MODULE(_C, m) {
          float softcap) {
         auto args = varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, out, lse,
                                 {softmax_scale, causal, window_left, window_right, softcap, 0});
-        const char* name = nullptr;
-        check(vflash_varlen_kernel_name(&args, &name));
-        return std::string(name);
+        return kernel_name(args, &vflash_varlen_kernel_name);
       },
       nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("cu_seqlens_q"), nb::arg("cu_seqlens_k"),
       nb::arg("max_seqlen_q"), nb::arg("max_seqlen_k"), nb::arg("out").none(), nb::arg("lse").none(),
       nb::arg("softmax_scale"), nb::arg("causal"), nb::arg("window_left"), nb::arg("window_right"),
       nb::arg("softcap"), "Name of the kernel the varlen call would run (\"cpu_reference\" for host arrays).");
+
+  m.def(
+      "dense_kernel_name",
+      [](const InArray& q, const InArray& k, const InArray& v, std::optional<OutArray> out,
+         std::optional<OutArray> lse, float softmax_scale, bool causal, int window_left, int window_right,
+         float softcap) {
+        auto args = dense_args(q, k, v, out, lse, {softmax_scale, causal, window_left, window_right, softcap, 0});
+        return kernel_name(args, &vflash_dense_kernel_name);
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out").none(), nb::arg("lse").none(),
+      nb::arg("softmax_scale"), nb::arg("causal"), nb::arg("window_left"), nb::arg("window_right"),
+      nb::arg("softcap"), "Name of the kernel the dense call would run (\"cpu_reference\" for host arrays).");
 
   m.def(
       "force_kernel", [](std::optional<std::string> name) { check(vflash_force_kernel(name ? name->c_str() : nullptr)); },

@@ -166,6 +166,7 @@ def test_kernel_name_and_doctor_without_gpu(rng):
     q = rng.standard_normal((4, 2, 8)).astype(np.float32)
     cu = np.array([0, 4], np.int32)
     assert vflash.varlen_kernel_name(q, q, q, cu, cu, 4, 4) == "cpu_reference"
+    assert vflash.kernel_name(q[None], q[None], q[None]) == "cpu_reference"
     report = vflash.doctor()
     assert isinstance(report, dict) and report
     assert vflash.__version__

@@ -32,6 +32,7 @@ __all__ = [
     "flash_attn_varlen_func",
     "flash_attn_func",
     "varlen_kernel_name",
+    "kernel_name",
     "doctor",
     "force_kernel",
     "pretend_capability",
@@ -235,6 +236,20 @@ def flash_attn_func(
     return _result(out, lse, return_lse, return_attn_probs)
 
 
+def _kernel_query(kind, inputs, out_shape, lse_shape, return_lse):
+    """The inputs (q first; detached for torch), then an out and an lse (None unless return_lse) of
+    these shapes: validation wants the outputs described too (dispatch looks at whether LSE is written)."""
+    if kind == "torch":
+        inputs = [t.detach() for t in inputs]
+        out = inputs[0].new_empty(out_shape)
+        lse = inputs[0].new_empty(lse_shape, dtype=_torch.float32) if return_lse else None
+    else:
+        backend = _ArrayBackend(kind)
+        out = backend.empty(out_shape, inputs[0].dtype)
+        lse = backend.empty(lse_shape, backend.xp.float32) if return_lse else None
+    return (*inputs, out, lse)
+
+
 def varlen_kernel_name(
     q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale=None, causal=False,
     window_size=(-1, -1), softcap=0.0, return_lse=False,
@@ -244,20 +259,26 @@ def varlen_kernel_name(
     kind = _framework(q, dict(k=k, v=v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k))
     _check_ndim(q, "q", 3, "(total_tokens, heads, head_dim)")
     _check_ndim(v, "v", 3, "(total_tokens, heads, head_dim)")
-    # Validation wants the outputs described too (dispatch looks at whether LSE is written).
     out_shape, lse_shape = (q.shape[0], q.shape[1], v.shape[2]), (q.shape[1], q.shape[0])
-    if kind == "torch":
-        q, k, v, cu_seqlens_q, cu_seqlens_k = (t.detach() for t in (q, k, v, cu_seqlens_q, cu_seqlens_k))
-        out = q.new_empty(out_shape)
-        lse = q.new_empty(lse_shape, dtype=_torch.float32) if return_lse else None
-    else:
-        backend = _ArrayBackend(kind)
-        out = backend.empty(out_shape, q.dtype)
-        lse = backend.empty(lse_shape, backend.xp.float32) if return_lse else None
+    q, k, v, cu_seqlens_q, cu_seqlens_k, out, lse = _kernel_query(
+        kind, (q, k, v, cu_seqlens_q, cu_seqlens_k), out_shape, lse_shape, return_lse
+    )
     return _C.varlen_kernel_name(
         q, k, v, cu_seqlens_q, cu_seqlens_k, _seqlen(max_seqlen_q, "max_seqlen_q"),
         _seqlen(max_seqlen_k, "max_seqlen_k"), out, lse, scale, causal, left, right, softcap,
     )
+
+
+def kernel_name(q, k, v, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, return_lse=False):
+    """Name of the kernel flash_attn_func would run for these arguments."""
+    scale, causal, left, right, softcap = _options(0.0, softmax_scale, causal, window_size, softcap, None)
+    kind = _framework(q, dict(k=k, v=v))
+    _check_ndim(q, "q", 4, "(batch, seqlen, heads, head_dim)")
+    _check_ndim(v, "v", 4, "(batch, seqlen, heads, head_dim)")
+    batch, seqlen_q, heads_q = q.shape[0], q.shape[1], q.shape[2]
+    out_shape, lse_shape = (batch, seqlen_q, heads_q, v.shape[3]), (batch, heads_q, seqlen_q)
+    q, k, v, out, lse = _kernel_query(kind, (q, k, v), out_shape, lse_shape, return_lse)
+    return _C.dense_kernel_name(q, k, v, out, lse, scale, causal, left, right, softcap)
 
 
 def doctor():
