@@ -22,117 +22,12 @@
 #include <cstdint>
 
 #include "config.cuh"
+#include "online_softmax.cuh"
 #include "ptx.cuh"
+#include "tile_scheduler.cuh"
 #include "wgmma_ops.cuh"
 
 namespace vflash::hopper {
-
-// What the kernel needs besides the tensor maps of Q, K and V.
-struct KernelArgs {
-  void* o;
-  float* lse;  // null: not written
-  int64_t o_batch_stride, o_row_stride, o_head_stride;
-  int64_t lse_batch_stride, lse_head_stride;
-  const int32_t* cu_seqlens_q;  // null: dense layout
-  const int32_t* cu_seqlens_k;
-  int seqlen_q, seqlen_k;  // dense only
-  int batch, heads_q, heads_per_kv, head_dim_v;
-  int window_left, window_right;  // -1: unbounded; causal is window_right = 0
-  float score_scale_log2;  // multiplies raw scores into log2 units (1 with softcap)
-  float softcap_in;        // softmax_scale / softcap; 0 = no softcap
-  float softcap_out;       // softcap * log2(e)
-  int head_group;          // query heads whose tiles interleave (their K/V share the L2)
-  int* tile_counter;       // zeroed before the launch, hands out tiles past the first wave; null: round-robin
-};
-
-// One unit of work: kBlockM query rows of one (sequence, query head).
-struct Tile {
-  int b, h, m_block;
-  int q_start, q_len;  // row offset of the sequence in the packed tensor (0 when dense), length
-  int k_start, k_len;
-  int n_begin, n_end;  // key blocks [n_begin, n_end) that some row of the tile can see
-};
-
-// Linear tile index -> tile. Every warp of a CTA decodes the index the
-// producer published on its own. Varlen decoding walks the sequences with a
-// cursor that only moves forward (a CTA's tile indices increase), 32
-// sequences per step with a warp scan. Inside a sequence (or dense batch
-// entry), heads go in groups of a.head_group whose K/V fit in L2 together;
-// inside a group the query blocks go last first (under causal masking the
-// last sees the most keys), cycling over the group's heads, so that with
-// tiles handed out dynamically the longest go first.
-template <int kBlockM, int kBlockN>
-struct TileScheduler {
-  int b = 0;
-  int64_t first_tile = 0;  // tiles of sequences before b
-
-  __device__ __forceinline__ bool decode(int64_t t, const KernelArgs& a, Tile& tile) {
-    const int lane = threadIdx.x & 31;
-    int64_t local;
-    int m_blocks;
-    if (a.cu_seqlens_q == nullptr) {
-      m_blocks = (a.seqlen_q + kBlockM - 1) / kBlockM;
-      const int64_t per_batch = int64_t(m_blocks) * a.heads_q;
-      if (per_batch == 0 || t >= per_batch * a.batch) return false;
-      tile.b = int(t / per_batch);
-      local = t - int64_t(tile.b) * per_batch;
-      tile.q_start = 0;
-      tile.q_len = a.seqlen_q;
-      tile.k_start = 0;
-      tile.k_len = a.seqlen_k;
-    } else {
-      for (;;) {
-        if (b >= a.batch) return false;
-        const int mine = b + lane;
-        int64_t count = 0;
-        if (mine < a.batch) {
-          const int len = a.cu_seqlens_q[mine + 1] - a.cu_seqlens_q[mine];
-          count = int64_t((len + kBlockM - 1) / kBlockM) * a.heads_q;
-        }
-        int64_t inclusive = count;
-#pragma unroll
-        for (int off = 1; off < 32; off <<= 1) {
-          const int64_t up = __shfl_up_sync(0xffffffffu, inclusive, off);
-          if (lane >= off) inclusive += up;
-        }
-        const unsigned hit = __ballot_sync(0xffffffffu, mine < a.batch && first_tile + inclusive > t);
-        if (hit != 0) {
-          const int src = __ffs(hit) - 1;
-          first_tile += __shfl_sync(0xffffffffu, inclusive - count, src);
-          b += src;
-          break;
-        }
-        first_tile += __shfl_sync(0xffffffffu, inclusive, 31);
-        b += 32;
-      }
-      tile.b = b;
-      tile.q_start = a.cu_seqlens_q[b];
-      tile.q_len = a.cu_seqlens_q[b + 1] - tile.q_start;
-      tile.k_start = a.cu_seqlens_k[b];
-      tile.k_len = a.cu_seqlens_k[b + 1] - tile.k_start;
-      m_blocks = (tile.q_len + kBlockM - 1) / kBlockM;
-      local = t - first_tile;
-    }
-    const int64_t group_tiles = int64_t(a.head_group) * m_blocks;
-    const int group = int(local / group_tiles);
-    const int within = int(local - group * group_tiles);
-    const int group_heads = min(a.head_group, a.heads_q - group * a.head_group);
-    tile.h = group * a.head_group + within % group_heads;
-    tile.m_block = m_blocks - 1 - within / group_heads;
-
-    // Keys visible to rows [r0, r1] (bottom-right aligned masks).
-    const int r0 = tile.m_block * kBlockM;
-    const int r1 = min(r0 + kBlockM, tile.q_len) - 1;
-    const int diag = tile.k_len - tile.q_len;
-    int key_hi = tile.k_len - 1;
-    if (a.window_right >= 0) key_hi = min(key_hi, r1 + diag + a.window_right);
-    int key_lo = 0;
-    if (a.window_left >= 0) key_lo = max(0, r0 + diag - a.window_left);
-    tile.n_begin = key_lo / kBlockN;
-    tile.n_end = key_hi < key_lo ? tile.n_begin : key_hi / kBlockN + 1;
-    return true;
-  }
-};
 
 template <class Cfg>
 struct Kernel {
@@ -165,6 +60,11 @@ struct Kernel {
   // Overlapping block n's softmax with block n+1's PV keeps S, P and O live
   // together; that needs about 80 registers of headroom for the rest.
   static constexpr bool kOverlap = kDV / 2 + kBlockN / 2 + kBlockN / 4 <= kConsumerRegs - 72;
+  // Four reduction chains per row where the softmax sits on the issuing
+  // warpgroup's critical path (the overlap); elsewhere the other warpgroups
+  // fill that latency and one chain's fewer instructions measured faster
+  // (docs/perf.md).
+  using Softmax = OnlineSoftmax<kBlockM, kBlockN, kOverlap ? 4 : 1>;
 
   struct Barriers {
     uint64_t q_full, q_empty;
@@ -317,98 +217,6 @@ struct Kernel {
     }
   }
 
-  // Query rows and key columns of one consumer thread's accumulator entries,
-  // and the call's masking state.
-  struct RowState {
-    int my_row0;  // sequence row of accumulator rows (i & 2) == 0; +8 for the others
-    int quad_col;
-    int r0;       // first row of the tile
-    int diag;     // k_len - q_len: bottom-right alignment
-    int k_len;
-    float row_max[2];
-    float row_sum[2];  // this thread's partial sums; reduced over the quad at the end
-  };
-
-  // Softcap, mask, and the online-softmax update for key block n. Leaves
-  // exp2 of the scores in `sc` and returns the factor by which O must be
-  // rescaled for each of the thread's two rows.
-  __device__ __forceinline__ static void softmax_block(float (&sc)[kBlockN / 2], int n, const KernelArgs& a, RowState& st,
-                                       float (&rescale)[2]) {
-    const float sl2 = a.score_scale_log2;
-    if (a.softcap_in != 0.f) {
-#pragma unroll
-      for (int i = 0; i < kBlockN / 2; ++i) sc[i] = a.softcap_out * tanhf(sc[i] * a.softcap_in);
-    }
-    const int key0 = n * kBlockN;
-    const bool edge = key0 + kBlockN > st.k_len ||
-                      (a.window_right >= 0 && key0 + kBlockN - 1 > st.r0 + st.diag + a.window_right) ||
-                      (a.window_left >= 0 && key0 < st.r0 + kBlockM - 1 + st.diag - a.window_left);
-    if (edge) {
-#pragma unroll
-      for (int i = 0; i < kBlockN / 2; ++i) {
-        const int key = key0 + (i / 4) * 8 + st.quad_col + (i & 1);
-        const int row = st.my_row0 + ((i & 2) ? 8 : 0);
-        bool visible = key < st.k_len;
-        if (a.window_right >= 0) visible = visible && key <= row + st.diag + a.window_right;
-        if (a.window_left >= 0) visible = visible && key >= row + st.diag - a.window_left;
-        if (!visible) sc[i] = -INFINITY;
-      }
-    }
-    float part[2][kChains];
-#pragma unroll
-    for (int r = 0; r < 2; ++r)
-#pragma unroll
-      for (int j = 0; j < kChains; ++j) part[r][j] = -INFINITY;
-#pragma unroll
-    for (int i = 0; i < kBlockN / 2; ++i) part[(i >> 1) & 1][chain(i)] = fmaxf(part[(i >> 1) & 1][chain(i)], sc[i]);
-    float blk_max[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      blk_max[r] = part[r][0];
-#pragma unroll
-      for (int j = 1; j < kChains; ++j) blk_max[r] = fmaxf(blk_max[r], part[r][j]);
-    }
-    float base[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      blk_max[r] = fmaxf(blk_max[r], __shfl_xor_sync(0xffffffffu, blk_max[r], 1));
-      blk_max[r] = fmaxf(blk_max[r], __shfl_xor_sync(0xffffffffu, blk_max[r], 2));
-      const float new_max = fmaxf(st.row_max[r], blk_max[r]);
-      // A row that has seen no visible key yet keeps max -inf; exponents
-      // are then taken against 0 so they stay 0 rather than NaN.
-      base[r] = new_max == -INFINITY ? 0.f : new_max * sl2;
-      rescale[r] = fast_exp2(st.row_max[r] * sl2 - base[r]);
-      st.row_max[r] = new_max;
-      st.row_sum[r] *= rescale[r];
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r)
-#pragma unroll
-      for (int j = 0; j < kChains; ++j) part[r][j] = 0.f;
-#pragma unroll
-    for (int i = 0; i < kBlockN / 2; ++i) {
-      const int r = (i >> 1) & 1;
-      sc[i] = fast_exp2(fmaf(sc[i], sl2, -base[r]));
-      part[r][chain(i)] += sc[i];
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r)
-#pragma unroll
-      for (int j = 0; j < kChains; ++j) st.row_sum[r] += part[r][j];
-  }
-
-  // Row max and sum of a block run as kChains independent chains per row.
-  // With the overlap the softmax sits on the issuing warpgroup's critical
-  // path, where one serial chain over a row's kBlockN / 4 entries is
-  // latency-bound; otherwise the other warpgroups fill that latency and the
-  // fewer instructions of one chain measured faster (docs/perf.md).
-  static constexpr int kChains = kOverlap ? 4 : 1;
-  // Which chain accumulator entry i feeds (entries i and i ^ 2 belong to the
-  // thread's two rows).
-  __device__ __forceinline__ static constexpr int chain(int i) {
-    return kChains == 1 ? 0 : (i & 1) | ((i >> 1) & 2);
-  }
-
   // Accumulator layout of S equals the register-A layout of the PV wgmma:
   // consecutive pairs of S entries become the packed 16-bit P fragments.
   __device__ __forceinline__ static void to_p(const float (&sc)[kBlockN / 2], uint32_t (&p)[kBlockN / 16][4]) {
@@ -423,19 +231,150 @@ struct Kernel {
     for (int i = 0; i < kDV / 2; ++i) o[i] *= rescale[(i >> 1) & 1];
   }
 
-  __device__ __forceinline__ static void consume(int wg, const KernelArgs& a, uint8_t* smem, Barriers& bars) {
-    const int tid = threadIdx.x & 127;  // thread within the warpgroup
-    const int warp = tid / 32;
-    const int lane = tid & 31;
-    const int quad_row = lane / 4;  // row within the warp's 16 rows (and +8)
-    const int quad_col = (lane % 4) * 2;
-    const uint32_t q_smem = smem_addr(smem + Cfg::kQOffset);
-    const uint32_t k_smem = smem_addr(smem + Cfg::kKOffset);
-    const uint32_t v_smem = smem_addr(smem + Cfg::kVOffset);
-    uint8_t* o_stage = smem + Cfg::kOOffset;
-    Elem* const o_base = static_cast<Elem*>(a.o);
-    const float sl2 = a.score_scale_log2;
+  // A consumer thread's place in its warpgroup and in the tile's rows.
+  struct ConsumerThread {
+    int wg, tid, lane;
+    int tile_row;  // tile row of the thread's accumulator rows (i & 2) == 0; + 8 for the others
+    int quad_col;  // first key / output column of the thread within an 8-column group
+  };
+  // Shared-memory addresses of the Q, K and V tiles and the O staging tile,
+  // and O in global memory.
+  struct SmemTiles {
+    uint32_t q, k, v;
+    uint8_t* o_stage;
+    Elem* o_base;
+  };
 
+  // Key blocks of one tile, last first: S = Q K^T, softmax, O += P V. When S,
+  // P and O fit in registers together (kOverlap), S of block n is issued
+  // together with PV of block n+1, so block n's softmax runs while that PV
+  // executes; otherwise each block's GEMMs and softmax run in sequence and
+  // the other warpgroups fill the gaps.
+  __device__ __forceinline__ static void mainloop(int wg, const KernelArgs& a, const Tile& tile,
+                                                  const SmemTiles& tiles, Barriers& bars, Ring& k_ring, Ring& v_ring,
+                                                  float (&o)[kDV / 2], Softmax& st) {
+    const uint32_t q_smem = tiles.q, k_smem = tiles.k, v_smem = tiles.v;
+    float sc[kBlockN / 2];
+    uint32_t p[kBlockN / 16][4];
+    float rescale[2];
+    auto qk = [&](int n) {
+      mbar_wait(smem_addr(&bars.k_full[k_ring.stage]), k_ring.phase);
+      wgmma_fence();
+      issue_qk(sc, q_smem, k_smem + k_ring.stage * Cfg::kKBytes, wg);
+      wgmma_commit();
+    };
+    auto qk_done = [&](int n) {
+      fence_regs(sc);
+      mbar_arrive(smem_addr(&bars.k_empty[k_ring.stage]));
+      k_ring.advance();
+      if (!Cfg::kOReusesQ && n == tile.n_begin) mbar_arrive(smem_addr(&bars.q_empty));
+    };
+    auto pv = [&]() {
+      mbar_wait(smem_addr(&bars.v_full[v_ring.stage]), v_ring.phase);
+      wgmma_fence();  // after the wait loop: keeps the issue on a convergent path
+      issue_pv(o, p, v_smem + v_ring.stage * Cfg::kVBytes);
+      wgmma_commit();
+    };
+    auto pv_done = [&]() {
+      fence_regs(o);
+      fence_regs(p);
+      mbar_arrive(smem_addr(&bars.v_empty[v_ring.stage]));
+      v_ring.advance();
+    };
+    if constexpr (kOverlap) {
+      int n = tile.n_end - 1;
+      qk(n);
+      wgmma_wait<0>();
+      qk_done(n);
+      st.update(sc, n, a, rescale);
+      to_p(sc, p);
+      // O takes block n+1's rescale while QK^T of block n runs, just before
+      // the PV that accumulates into it.
+      for (--n; n >= tile.n_begin; --n) {
+        qk(n);
+        rescale_o(o, rescale);
+        pv();
+        wgmma_wait<1>();
+        qk_done(n);
+        st.update(sc, n, a, rescale);
+        wgmma_wait<0>();
+        pv_done();
+        to_p(sc, p);
+      }
+      rescale_o(o, rescale);
+      pv();
+      wgmma_wait<0>();
+      pv_done();
+    } else {
+      for (int n = tile.n_end - 1; n >= tile.n_begin; --n) {
+        qk(n);
+        wgmma_wait<0>();
+        qk_done(n);
+        st.update(sc, n, a, rescale);
+        rescale_o(o, rescale);
+        to_p(sc, p);
+        pv();
+        wgmma_wait<0>();
+        pv_done();
+      }
+    }
+  }
+
+  // Epilogue of one warpgroup's 64 rows: normalise O, stage it in shared
+  // memory (chunked like V), then write 16-byte pieces of the rows inside the
+  // sequence, and their LSE.
+  __device__ __forceinline__ static void store_tile(const ConsumerThread& me, const KernelArgs& a, const Tile& tile,
+                                                    const SmemTiles& tiles, const float (&o)[kDV / 2], Softmax& st) {
+    const int wg = me.wg, tid = me.tid, lane = me.lane, tile_row = me.tile_row, quad_col = me.quad_col;
+    uint8_t* o_stage = tiles.o_stage;
+    float lse[2], normalise[2];
+    st.finish(a, lse, normalise);
+#pragma unroll
+    for (int j = 0; j < kDV / 8; ++j) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const uint32_t v = pack(o[4 * j + 2 * r] * normalise[r], o[4 * j + 2 * r + 1] * normalise[r]);
+        *reinterpret_cast<uint32_t*>(o_stage + o_stage_offset(tile_row + r * 8, 8 * j + quad_col)) = v;
+      }
+    }
+    named_barrier_sync(1 + wg, 128);
+    Elem* const o_base = tiles.o_base;
+    const int units_per_row = a.head_dim_v / 8;  // 16-byte units
+    const int64_t head_off = int64_t(tile.b) * a.o_batch_stride + int64_t(tile.h) * a.o_head_stride;
+    for (int u = tid; u < 64 * units_per_row; u += 128) {
+      const int row = u / units_per_row;
+      const int col = (u % units_per_row) * 8;
+      const int q_row = st.r0 + wg * 64 + row;
+      if (q_row < tile.q_len) {
+        const uint4 v = *reinterpret_cast<const uint4*>(o_stage + o_stage_offset(wg * 64 + row, col));
+        *reinterpret_cast<uint4*>(o_base + head_off + int64_t(tile.q_start + q_row) * a.o_row_stride + col) = v;
+      }
+    }
+    if (a.lse != nullptr && (lane & 3) == 0) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int q_row = st.my_row0 + r * 8;
+        if (q_row < tile.q_len)
+          a.lse[int64_t(tile.b) * a.lse_batch_stride + int64_t(tile.h) * a.lse_head_stride + tile.q_start + q_row] =
+              lse[r];
+      }
+    }
+    named_barrier_sync(1 + wg, 128);  // staging reads done before the next tile rewrites it
+  }
+
+  __device__ __forceinline__ static void consume(int wg, const KernelArgs& a, uint8_t* smem, Barriers& bars) {
+    ConsumerThread me;
+    me.wg = wg;
+    me.tid = threadIdx.x & 127;
+    me.lane = me.tid & 31;
+    me.tile_row = wg * 64 + (me.tid / 32) * 16 + me.lane / 4;
+    me.quad_col = (me.lane % 4) * 2;
+    SmemTiles tiles;
+    tiles.q = smem_addr(smem + Cfg::kQOffset);
+    tiles.k = smem_addr(smem + Cfg::kKOffset);
+    tiles.v = smem_addr(smem + Cfg::kVOffset);
+    tiles.o_stage = smem + Cfg::kOOffset;
+    tiles.o_base = static_cast<Elem*>(a.o);
     Scheduler sched;
     Tile tile;
     Ring k_ring, v_ring;
@@ -456,132 +395,13 @@ struct Kernel {
       float o[kDV / 2];
 #pragma unroll
       for (int i = 0; i < kDV / 2; ++i) o[i] = 0.f;
-      RowState st;
-      st.r0 = tile.m_block * kBlockM;
-      st.my_row0 = st.r0 + wg * 64 + warp * 16 + quad_row;
-      st.quad_col = quad_col;
-      st.diag = tile.k_len - tile.q_len;
-      st.k_len = tile.k_len;
-      st.row_max[0] = st.row_max[1] = -INFINITY;
-      st.row_sum[0] = st.row_sum[1] = 0.f;
-      const int r0 = st.r0;
-      const int my_row0 = st.my_row0;
+      Softmax st(tile, me.tile_row, me.quad_col);
       const bool any_key = tile.n_begin < tile.n_end;
-
       if (any_key) {
-        float sc[kBlockN / 2];
-        uint32_t p[kBlockN / 16][4];
-        float rescale[2];
         mbar_wait(smem_addr(&bars.q_full), q_phase);
-        // Key blocks run last first. S_n = Q K_n^T is issued together with
-        // O += P_{n+1} V_{n+1} when S, P and O fit in registers together
-        // (kOverlap), so block n's softmax runs while that PV executes;
-        // otherwise each block's GEMMs and softmax run in sequence and only
-        // the other warpgroup fills the gaps.
-        auto qk = [&](int n) {
-          mbar_wait(smem_addr(&bars.k_full[k_ring.stage]), k_ring.phase);
-          wgmma_fence();
-          issue_qk(sc, q_smem, k_smem + k_ring.stage * Cfg::kKBytes, wg);
-          wgmma_commit();
-        };
-        auto qk_done = [&](int n) {
-          fence_regs(sc);
-          mbar_arrive(smem_addr(&bars.k_empty[k_ring.stage]));
-          k_ring.advance();
-          if (!Cfg::kOReusesQ && n == tile.n_begin) mbar_arrive(smem_addr(&bars.q_empty));
-        };
-        auto pv = [&]() {
-          mbar_wait(smem_addr(&bars.v_full[v_ring.stage]), v_ring.phase);
-          wgmma_fence();  // after the wait loop: keeps the issue on a convergent path
-          issue_pv(o, p, v_smem + v_ring.stage * Cfg::kVBytes);
-          wgmma_commit();
-        };
-        auto pv_done = [&]() {
-          fence_regs(o);
-          fence_regs(p);
-          mbar_arrive(smem_addr(&bars.v_empty[v_ring.stage]));
-          v_ring.advance();
-        };
-        if constexpr (kOverlap) {
-          int n = tile.n_end - 1;
-          qk(n);
-          wgmma_wait<0>();
-          qk_done(n);
-          softmax_block(sc, n, a, st, rescale);
-          to_p(sc, p);
-          // O takes block n+1's rescale while QK^T of block n runs, just
-          // before the PV that accumulates into it.
-          for (--n; n >= tile.n_begin; --n) {
-            qk(n);
-            rescale_o(o, rescale);
-            pv();
-            wgmma_wait<1>();
-            qk_done(n);
-            softmax_block(sc, n, a, st, rescale);
-            wgmma_wait<0>();
-            pv_done();
-            to_p(sc, p);
-          }
-          rescale_o(o, rescale);
-          pv();
-          wgmma_wait<0>();
-          pv_done();
-        } else {
-          for (int n = tile.n_end - 1; n >= tile.n_begin; --n) {
-            qk(n);
-            wgmma_wait<0>();
-            qk_done(n);
-            softmax_block(sc, n, a, st, rescale);
-            rescale_o(o, rescale);
-            to_p(sc, p);
-            pv();
-            wgmma_wait<0>();
-            pv_done();
-          }
-        }
+        mainloop(wg, a, tile, tiles, bars, k_ring, v_ring, o, st);
       }
-
-      // ---- epilogue: normalise, stage O in shared memory, write rows < q_len
-      float lse[2];
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        st.row_sum[r] += __shfl_xor_sync(0xffffffffu, st.row_sum[r], 1);
-        st.row_sum[r] += __shfl_xor_sync(0xffffffffu, st.row_sum[r], 2);
-        const bool seen = st.row_sum[r] > 0.f;
-        lse[r] = seen ? (st.row_max[r] * sl2 + __log2f(st.row_sum[r])) * 0.6931471805599453f : -INFINITY;
-        st.row_sum[r] = seen ? 1.f / st.row_sum[r] : 0.f;
-      }
-#pragma unroll
-      for (int j = 0; j < kDV / 8; ++j) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int row = wg * 64 + warp * 16 + quad_row + r * 8;
-          const uint32_t v = pack(o[4 * j + 2 * r] * st.row_sum[r], o[4 * j + 2 * r + 1] * st.row_sum[r]);
-          *reinterpret_cast<uint32_t*>(o_stage + o_stage_offset(row, 8 * j + quad_col)) = v;
-        }
-      }
-      named_barrier_sync(1 + wg, 128);
-      const int units_per_row = a.head_dim_v / 8;  // 16-byte units
-      const int64_t head_off = int64_t(tile.b) * a.o_batch_stride + int64_t(tile.h) * a.o_head_stride;
-      for (int u = tid; u < 64 * units_per_row; u += 128) {
-        const int row = u / units_per_row;
-        const int col = (u % units_per_row) * 8;
-        const int q_row = r0 + wg * 64 + row;
-        if (q_row < tile.q_len) {
-          const uint4 v = *reinterpret_cast<const uint4*>(o_stage + o_stage_offset(wg * 64 + row, col));
-          *reinterpret_cast<uint4*>(o_base + head_off + int64_t(tile.q_start + q_row) * a.o_row_stride + col) = v;
-        }
-      }
-      if (a.lse != nullptr && (lane & 3) == 0) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int q_row = my_row0 + r * 8;
-          if (q_row < tile.q_len)
-            a.lse[int64_t(tile.b) * a.lse_batch_stride + int64_t(tile.h) * a.lse_head_stride + tile.q_start + q_row] =
-                lse[r];
-        }
-      }
-      named_barrier_sync(1 + wg, 128);  // staging reads done before the next tile rewrites it
+      store_tile(me, a, tile, tiles, o, st);
       if (any_key) {
         if constexpr (Cfg::kOReusesQ) {
           fence_proxy_async();  // our generic writes precede the next Q TMA into this space
