@@ -128,7 +128,10 @@ done
 # the cases are small ones covering each feature path).
 memcheck_filter='*/d64_bf16_causal:*/d128_fp16_window:*/d256_bf16_full:*/gqa4_d128_causal_fp16:*/dv_192_128_causal_bf16'
 memcheck_filter+=':*/softcap_d80_causal_bf16:*/dense_d64_causal_fp16:*/padded_strides_d64_fp16_causal:*/small_dims_d8_bf16'
-racecheck_filter='*/d64_bf16_causal:*/d128_fp16_window:*/dv_192_128_causal_bf16'
+memcheck_filter+=':*/gqa4_short_d128_causal_bf16:*/gqa6_short_d80_window_padded_fp16:*/windows64_d72_bf16'
+memcheck_filter+=':*/tiny_seqs_d64_causal_fp16'
+racecheck_filter='*/d64_bf16_causal:*/d128_fp16_window:*/dv_192_128_causal_bf16:*/gqa4_short_d128_causal_fp16'
+racecheck_filter+=':*/windows64_d72_bf16'
 for k in $kernels; do
   for tool in memcheck racecheck; do
     filter=$memcheck_filter

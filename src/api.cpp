@@ -65,7 +65,7 @@ const KernelInfo& kernel_for(const FwdParams& p) {
   uint64_t below_floor = 0;
   const auto kernels = cuda_kernels();
   for (size_t i = 0; i < kernels.size() && i < 64; ++i)
-    if (p.max_seqlen_q < kernels[i].min_efficient_seqlen_q) below_floor |= uint64_t{1} << i;
+    if (below_efficiency_floor(kernels[i], p)) below_floor |= uint64_t{1} << i;
   using Key = std::tuple<int, int, int, uint32_t, uint64_t, int, bool, int, int, std::string>;
   const Key key{int(p.dtype),    p.head_dim,      p.head_dim_v,     features_of(p),
                 below_floor,     p.device,        device.pretended, device.cc.major,

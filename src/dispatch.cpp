@@ -67,6 +67,13 @@ std::string describe_head_dims(const KernelInfo& k) {
   return s.empty() ? "none" : s;
 }
 
+// What lifts kernel k's efficiency floor, for the explanation of a call below it.
+std::string floor_exemption(const KernelInfo& k) {
+  if (k.packs_varlen_up_to_seqlen_k == 0) return "";
+  return " (varlen calls with max_seqlen_k <= " + std::to_string(k.packs_varlen_up_to_seqlen_k) +
+         " are exempt: they pack sequences into tiles)";
+}
+
 std::string feature_names(uint32_t mask) {
   static constexpr std::pair<uint32_t, const char*> kNames[] = {
       {kCausal, "causal"}, {kWindow, "window"}, {kSoftcap, "softcap"}, {kGqa, "GQA/MQA"},
@@ -204,7 +211,7 @@ LoadProbe probe_kernel(const KernelInfo& kernel, int ordinal) {
 Decision select_kernel_from(std::span<const KernelInfo> kernels, const FwdParams& params,
                             const DeviceInfo& device) {
   // Kernels efficient for this call first, then by rank.
-  const auto efficient = [&](const KernelInfo* k) { return params.max_seqlen_q >= k->min_efficient_seqlen_q; };
+  const auto efficient = [&](const KernelInfo* k) { return !below_efficiency_floor(*k, params); };
   std::vector<const KernelInfo*> order;
   for (const KernelInfo& k : kernels) order.push_back(&k);
   std::stable_sort(order.begin(), order.end(), [&](const KernelInfo* a, const KernelInfo* b) {
@@ -224,7 +231,7 @@ Decision select_kernel_from(std::span<const KernelInfo> kernels, const FwdParams
                          (efficient(k) ? " ranks higher"
                                        : " is preferred: max_seqlen_q " + std::to_string(params.max_seqlen_q) +
                                              " is below this kernel's efficiency floor of " +
-                                             std::to_string(k->min_efficient_seqlen_q));
+                                             std::to_string(k->min_efficient_seqlen_q) + floor_exemption(*k));
       } else if (!device.pretended) {
         if (const LoadProbe probe = probe_kernel(*k, device.ordinal); probe.loadable) {
           verdict.accepted = true;

@@ -56,9 +56,19 @@ struct KernelInfo {
   const void* (*probe_symbol)();
   // Measured efficiency floor: for calls whose max_seqlen_q is below it, any
   // valid kernel without such a floor is preferred whatever the ranks (e.g. a
-  // 128-row-tile kernel on 64-token windows; numbers in docs/perf.md). 0: none.
+  // 128-row-tile kernel on single-token dense queries; numbers in
+  // docs/perf.md). 0: none.
   int32_t min_efficient_seqlen_q = 0;
+  // Varlen calls whose max_seqlen_k is at most this pack several short
+  // sequences into each tile, so the floor does not apply to them. 0: never.
+  int32_t packs_varlen_up_to_seqlen_k = 0;
 };
+
+// Whether kernel k is below its efficiency floor for the call.
+inline bool below_efficiency_floor(const KernelInfo& k, const FwdParams& p) {
+  const bool packed = p.is_varlen() && p.max_seqlen_k <= k.packs_varlen_up_to_seqlen_k;
+  return !packed && p.max_seqlen_q < k.min_efficient_seqlen_q;
+}
 
 // All CUDA kernels of this build (targets filled in), in no particular order.
 std::span<const KernelInfo> cuda_kernels();

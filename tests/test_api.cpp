@@ -364,14 +364,18 @@ TEST_F(Api, PretendAndForceDriveTheKernelName) {
 }
 
 // Repeated calls of one shape reuse the remembered choice: that memory must not
-// outlive a change of max_seqlen_q across a kernel's efficiency floor.
+// outlive a change of max_seqlen_q (or of max_seqlen_k, which decides whether
+// a kernel packs short sequences) across a kernel's efficiency floor.
 TEST_F(Api, RememberedKernelChoiceFollowsEfficiencyFloors) {
   ASSERT_EQ(vflash_pretend_capability("9.0"), VFLASH_OK);
   CudaShapedArgs c;
+  c.a.k = c.a.v = vflash::make_tensor(CudaShapedArgs::storage, VFLASH_DTYPE_BF16, 0, {512, 8, 128});
   std::vector<std::string> names;
-  for (int max_seqlen : {128, 64, 128, 64}) {
-    SCOPED_TRACE(max_seqlen);
-    c.a.max_seqlen_q = c.a.max_seqlen_k = max_seqlen;
+  const std::pair<int, int> maxima[] = {{128, 128}, {64, 300}, {128, 128}, {64, 300}, {64, 64}};
+  for (auto [max_q, max_k] : maxima) {
+    SCOPED_TRACE(std::to_string(max_q) + " x " + std::to_string(max_k));
+    c.a.max_seqlen_q = max_q;
+    c.a.max_seqlen_k = max_k;
     const vflash::Decision d = vflash::select_kernel(vflash::validate_varlen(c.a), vflash::query_device(0));
     if (!d.kernel) GTEST_SKIP() << "this build has no kernel for 9.0";
     const char* name = nullptr;
@@ -380,10 +384,12 @@ TEST_F(Api, RememberedKernelChoiceFollowsEfficiencyFloors) {
     names.emplace_back(name);
   }
   const auto kernels = vflash::cuda_kernels();
-  const bool floored = std::any_of(kernels.begin(), kernels.end(), [&](const vflash::KernelInfo& k) {
-    return k.min_efficient_seqlen_q == 128 && names[0] == k.name;
-  });
-  if (floored) EXPECT_NE(names[0], names[1]) << "the floored kernel must give way at max_seqlen_q 64";
+  for (const vflash::KernelInfo& k : kernels) {
+    if (k.min_efficient_seqlen_q != 128 || names[0] != k.name) continue;
+    EXPECT_NE(names[0], names[1]) << "the floored kernel must give way at max_seqlen_q 64";
+    EXPECT_EQ(names[1], names[3]);
+    if (k.packs_varlen_up_to_seqlen_k >= 64) EXPECT_EQ(names[4], k.name) << "short sequences it packs";
+  }
   ASSERT_EQ(vflash_pretend_capability(nullptr), VFLASH_OK);
 }
 

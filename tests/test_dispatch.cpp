@@ -145,6 +145,32 @@ TEST_F(Dispatch, EfficiencyFloorPrefersAnotherKernelOnShortSequences) {
   EXPECT_STREQ(d.kernel->name, "mma_like");
 }
 
+TEST_F(Dispatch, EfficiencyFloorExemptsVarlenCallsTheKernelPacks) {
+  // A kernel that packs short varlen sequences into its tiles keeps its floor
+  // for dense calls and for varlen calls with more keys than it packs.
+  std::vector<KernelInfo> table(std::begin(kSynthetic), std::end(kSynthetic));
+  for (KernelInfo& k : table)
+    if (std::string_view(k.name) == "hopper_like") k.min_efficient_seqlen_q = 128, k.packs_varlen_up_to_seqlen_k = 256;
+  Call varlen;
+  varlen.varlen = true;
+  FwdParams p = params_of(varlen);  // 64-token sequences: packed, the floor does not apply
+  Decision d = select_kernel_from(table, p, pretend({9, 0}));
+  ASSERT_NE(d.kernel, nullptr) << describe_rejections(d);
+  EXPECT_STREQ(d.kernel->name, "hopper_like");
+  p.max_seqlen_k = 257;  // too many keys to pack: below the floor again, and the reason says what exempts
+  d = select_kernel_from(table, p, pretend({9, 0}));
+  ASSERT_NE(d.kernel, nullptr) << describe_rejections(d);
+  EXPECT_STREQ(d.kernel->name, "mma_like");
+  const std::string reason = verdict_of(d, "hopper_like").reason;
+  EXPECT_NE(reason.find("efficiency floor of 128"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("max_seqlen_k <= 256"), std::string::npos) << reason;
+  Call dense;
+  dense.varlen = false;
+  d = select_kernel_from(table, params_of(dense), pretend({9, 0}));  // dense 64 rows: below the floor
+  ASSERT_NE(d.kernel, nullptr) << describe_rejections(d);
+  EXPECT_STREQ(d.kernel->name, "mma_like");
+}
+
 TEST_F(Dispatch, ArchSpecificKernelOnlyOnItsChip) {
   for (const auto cc : arch::known_capabilities()) {
     const Decision d = pick(Call{}, cc);

@@ -323,6 +323,43 @@ std::vector<Case> all_cases() {
     for (int i = 0; i < 150; ++i) c.seqs.push_back({1 + (i * 37) % 64, 1 + (i * 37) % 64});
     add(c);
   }
+  // Varlen calls whose sequences are all shorter than a tile: kernels that
+  // pack several sequences into a tile (hopper: rows of consecutive
+  // sequences, the query heads of a KV head stacked: 4, 6, 2 and 8 heads per
+  // tile here; 5 divides no tile height, so that case stacks none).
+  const std::vector<std::pair<int, int>> kShortLengths = {{1, 1},  {5, 40}, {17, 17}, {31, 100}, {0, 3},
+                                                          {32, 32}, {1, 70}, {3, 0},   {40, 23}};
+  for (auto [dt, dt_name] : dtypes)
+    add({.name = std::string("gqa4_short_d128_causal_") + dt_name, .dtype = dt, .d = 128, .dv = 128,
+         .heads_q = 8, .heads_k = 2, .seqs = kShortLengths, .causal = true, .lse = true});
+  add({.name = "gqa6_short_d80_window_padded_fp16", .dtype = DType::fp16, .d = 80, .dv = 80, .heads_q = 12,
+       .heads_k = 2, .seqs = kShortLengths, .window_left = 20, .window_right = 0, .lse = true,
+       .padded_strides = true});
+  add({.name = "gqa2_short_d256_full_fp16", .dtype = DType::fp16, .d = 256, .dv = 256, .heads_q = 4, .heads_k = 2,
+       .seqs = kShortLengths});
+  add({.name = "gqa5_short_d64_bf16", .heads_q = 10, .heads_k = 2, .seqs = kShortLengths, .lse = true});
+  add({.name = "mqa8_short_d64_causal_fp16", .dtype = DType::fp16, .heads_q = 8, .heads_k = 1,
+       .seqs = kShortLengths, .causal = true, .lse = true});
+  add({.name = "gqa4_short_d72_softcap_bf16", .d = 72, .dv = 72, .heads_q = 8, .heads_k = 2, .seqs = kShortLengths,
+       .softcap = 5.f, .lse = true, .amplitude = 4.f});
+  add({.name = "mqa8_decode_dense_d64_bf16", .heads_q = 8, .heads_k = 1, .seqs = {{1, 300}, {1, 300}, {1, 300}},
+       .dense = true, .causal = true, .lse = true});
+  {
+    // 64-token windows of a vision tower, at the computed-as-80/96 head dim.
+    Case c{.name = "windows64_d72_bf16", .d = 72, .dv = 72, .heads_q = 2, .heads_k = 2, .lse = true};
+    c.seqs.assign(40, {64, 64});
+    add(c);
+  }
+  add({.name = "short_q_long_k_d128_causal_bf16", .d = 128, .dv = 128, .heads_q = 2, .heads_k = 2,
+       .seqs = {{127, 256}, {100, 100}, {1, 1}, {120, 7}, {0, 256}, {90, 200}}, .causal = true, .lse = true});
+  {
+    // Hundreds of sequences of 0-3 tokens: one packed tile spans more than
+    // the 32 sequences a warp looks up at once.
+    Case c{.name = "tiny_seqs_d64_causal_fp16", .dtype = DType::fp16, .heads_q = 2, .heads_k = 1, .causal = true,
+           .lse = true};
+    for (int i = 0; i < 300; ++i) c.seqs.push_back({(i * 7) % 4, (i * 5) % 6});
+    add(c);
+  }
   // One long sequence beside a short one (kept to one case: the float64 reference dominates).
   add({.name = "long_4096_gqa_d128_fp16", .dtype = DType::fp16, .d = 128, .dv = 128, .heads_q = 2, .heads_k = 1,
        .seqs = {{4096, 4096}, {65, 65}}, .lse = true});

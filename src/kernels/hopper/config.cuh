@@ -64,6 +64,21 @@ struct Config {
   static constexpr int kThreads = kProducerThreads + kConsumerThreads;
 };
 
+// Packed tiles (PackedTileScheduler): a varlen call whose sequences are all
+// shorter than a tile, with few keys each, packs several sequences into each
+// tile, for up to stacked_heads() query heads of one KV head. Each row masks
+// the keys of its own sequence, so the keys of a tile's other sequences cost
+// compute: kPackedMaxSeqlenK bounds that waste.
+inline constexpr int kPackedMaxSeqlenK = 256;
+inline bool packs_sequences(const FwdParams& p, int block_m) {
+  return p.is_varlen() && p.max_seqlen_q < block_m && p.max_seqlen_k <= kPackedMaxSeqlenK;
+}
+// Query heads of one KV head stacked in a packed tile's rows: all of them
+// when they divide the tile's rows, else 1.
+inline constexpr int stacked_heads(int heads_per_kv, int block_m) {
+  return block_m % heads_per_kv == 0 ? heads_per_kv : 1;
+}
+
 // Defined in fwd_launch.cuh, instantiated once per generated inst_*.cu.
 template <class Cfg>
 int launch_fwd(const FwdParams& params);

@@ -22,6 +22,7 @@
 #include <cstdint>
 
 #include "config.cuh"
+#include "masking.cuh"
 #include "online_softmax.cuh"
 #include "ptx.cuh"
 #include "tile_scheduler.cuh"
@@ -29,7 +30,10 @@
 
 namespace vflash::hopper {
 
-template <class Cfg>
+// kPacked: every sequence is shorter than a tile and tiles pack several
+// (PackedTileScheduler, RowRangeMask); otherwise a tile is one query block of
+// one sequence and head.
+template <class Cfg, bool kPacked>
 struct Kernel {
   static constexpr int kBlockM = Cfg::kBlockM;
   static constexpr int kBlockN = Cfg::kBlockN;
@@ -41,7 +45,9 @@ struct Kernel {
   static constexpr int kVSwz = Cfg::kVSwizzleBytes;
   static constexpr int kStages = Cfg::kStages;
   using Elem = std::conditional_t<Cfg::kDType == DType::bf16, __nv_bfloat16, __half>;
-  using Scheduler = TileScheduler<kBlockM, kBlockN>;
+  using Scheduler =
+      std::conditional_t<kPacked, PackedTileScheduler<kBlockM, kBlockN>, TileScheduler<kBlockM, kBlockN>>;
+  using Mask = std::conditional_t<kPacked, RowRangeMask<kBlockM, kBlockN>, TileMask<kBlockM, kBlockN>>;
 
   // setmaxnreg moves registers within the CTA's launch allocation
   // (__launch_bounds__(kThreads, 1)): what the producer warpgroup gives up
@@ -64,7 +70,7 @@ struct Kernel {
   // warpgroup's critical path (the overlap); elsewhere the other warpgroups
   // fill that latency and one chain's fewer instructions measured faster
   // (docs/perf.md).
-  using Softmax = OnlineSoftmax<kBlockM, kBlockN, kOverlap ? 4 : 1>;
+  using Softmax = OnlineSoftmax<kBlockN, kOverlap ? 4 : 1>;
 
   struct Barriers {
     uint64_t q_full, q_empty;
@@ -245,14 +251,28 @@ struct Kernel {
     Elem* o_base;
   };
 
-  // Key blocks of one tile, last first: S = Q K^T, softmax, O += P V. When S,
+  // Passes over `count` K/V blocks this warpgroup does not need: it still
+  // releases their slots, after their loads land (so its arrivals count
+  // toward the phase the other warpgroups complete).
+  __device__ __forceinline__ static void skip_blocks(int count, Barriers& bars, Ring& k_ring, Ring& v_ring) {
+    for (int i = 0; i < count; ++i) {
+      mbar_wait(smem_addr(&bars.k_full[k_ring.stage]), k_ring.phase);
+      mbar_arrive(smem_addr(&bars.k_empty[k_ring.stage]));
+      k_ring.advance();
+      mbar_wait(smem_addr(&bars.v_full[v_ring.stage]), v_ring.phase);
+      mbar_arrive(smem_addr(&bars.v_empty[v_ring.stage]));
+      v_ring.advance();
+    }
+  }
+
+  // Key blocks [n_begin, n_end) of one tile, last first: S = Q K^T, softmax, O += P V. When S,
   // P and O fit in registers together (kOverlap), S of block n is issued
   // together with PV of block n+1, so block n's softmax runs while that PV
   // executes; otherwise each block's GEMMs and softmax run in sequence and
   // the other warpgroups fill the gaps.
-  __device__ __forceinline__ static void mainloop(int wg, const KernelArgs& a, const Tile& tile,
+  __device__ __forceinline__ static void mainloop(int wg, const KernelArgs& a, int n_begin, int n_end,
                                                   const SmemTiles& tiles, Barriers& bars, Ring& k_ring, Ring& v_ring,
-                                                  float (&o)[kDV / 2], Softmax& st) {
+                                                  const Mask& mask, float (&o)[kDV / 2], Softmax& st) {
     const uint32_t q_smem = tiles.q, k_smem = tiles.k, v_smem = tiles.v;
     float sc[kBlockN / 2];
     uint32_t p[kBlockN / 16][4];
@@ -267,7 +287,7 @@ struct Kernel {
       fence_regs(sc);
       mbar_arrive(smem_addr(&bars.k_empty[k_ring.stage]));
       k_ring.advance();
-      if (!Cfg::kOReusesQ && n == tile.n_begin) mbar_arrive(smem_addr(&bars.q_empty));
+      if (!Cfg::kOReusesQ && n == n_begin) mbar_arrive(smem_addr(&bars.q_empty));
     };
     auto pv = [&]() {
       mbar_wait(smem_addr(&bars.v_full[v_ring.stage]), v_ring.phase);
@@ -282,21 +302,21 @@ struct Kernel {
       v_ring.advance();
     };
     if constexpr (kOverlap) {
-      int n = tile.n_end - 1;
+      int n = n_end - 1;
       qk(n);
       wgmma_wait<0>();
       qk_done(n);
-      st.update(sc, n, a, rescale);
+      st.update(sc, n, a, mask, rescale);
       to_p(sc, p);
       // O takes block n+1's rescale while QK^T of block n runs, just before
       // the PV that accumulates into it.
-      for (--n; n >= tile.n_begin; --n) {
+      for (--n; n >= n_begin; --n) {
         qk(n);
         rescale_o(o, rescale);
         pv();
         wgmma_wait<1>();
         qk_done(n);
-        st.update(sc, n, a, rescale);
+        st.update(sc, n, a, mask, rescale);
         wgmma_wait<0>();
         pv_done();
         to_p(sc, p);
@@ -306,11 +326,11 @@ struct Kernel {
       wgmma_wait<0>();
       pv_done();
     } else {
-      for (int n = tile.n_end - 1; n >= tile.n_begin; --n) {
+      for (int n = n_end - 1; n >= n_begin; --n) {
         qk(n);
         wgmma_wait<0>();
         qk_done(n);
-        st.update(sc, n, a, rescale);
+        st.update(sc, n, a, mask, rescale);
         rescale_o(o, rescale);
         to_p(sc, p);
         pv();
@@ -340,26 +360,38 @@ struct Kernel {
     named_barrier_sync(1 + wg, 128);
     Elem* const o_base = tiles.o_base;
     const int units_per_row = a.head_dim_v / 8;  // 16-byte units
+    // Tile row -> (query row past tile.q_start, head): packed tiles stack
+    // a.pack heads per token; a literal 1 keeps divisions out of the others.
+    const int stacked = kPacked ? a.pack : 1;
+    const int first_row = tile.m_block * kBlockM;
     const int64_t head_off = int64_t(tile.b) * a.o_batch_stride + int64_t(tile.h) * a.o_head_stride;
     for (int u = tid; u < 64 * units_per_row; u += 128) {
-      const int row = u / units_per_row;
+      const int row = wg * 64 + u / units_per_row;
       const int col = (u % units_per_row) * 8;
-      const int q_row = st.r0 + wg * 64 + row;
+      const int q_row = first_row + row / stacked;
       if (q_row < tile.q_len) {
-        const uint4 v = *reinterpret_cast<const uint4*>(o_stage + o_stage_offset(wg * 64 + row, col));
-        *reinterpret_cast<uint4*>(o_base + head_off + int64_t(tile.q_start + q_row) * a.o_row_stride + col) = v;
+        const uint4 v = *reinterpret_cast<const uint4*>(o_stage + o_stage_offset(row, col));
+        *reinterpret_cast<uint4*>(o_base + head_off + int64_t(row % stacked) * a.o_head_stride +
+                                  int64_t(tile.q_start + q_row) * a.o_row_stride + col) = v;
       }
     }
     if (a.lse != nullptr && (lane & 3) == 0) {
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        const int q_row = st.my_row0 + r * 8;
+        const int q_row = first_row + (tile_row + r * 8) / stacked;
+        const int h = tile.h + (tile_row + r * 8) % stacked;
         if (q_row < tile.q_len)
-          a.lse[int64_t(tile.b) * a.lse_batch_stride + int64_t(tile.h) * a.lse_head_stride + tile.q_start + q_row] =
-              lse[r];
+          a.lse[int64_t(tile.b) * a.lse_batch_stride + int64_t(h) * a.lse_head_stride + tile.q_start + q_row] = lse[r];
       }
     }
     named_barrier_sync(1 + wg, 128);  // staging reads done before the next tile rewrites it
+  }
+
+  __device__ __forceinline__ static Mask make_mask(const Tile& tile, const ConsumerThread& me, const KernelArgs& a) {
+    if constexpr (kPacked)
+      return Mask(tile, me.tile_row, me.quad_col, a);
+    else
+      return Mask(tile, me.tile_row, me.quad_col);
   }
 
   __device__ __forceinline__ static void consume(int wg, const KernelArgs& a, uint8_t* smem, Barriers& bars) {
@@ -395,11 +427,24 @@ struct Kernel {
       float o[kDV / 2];
 #pragma unroll
       for (int i = 0; i < kDV / 2; ++i) o[i] = 0.f;
-      Softmax st(tile, me.tile_row, me.quad_col);
+      Softmax st;
+      const Mask mask = make_mask(tile, me, a);
       const bool any_key = tile.n_begin < tile.n_end;
       if (any_key) {
-        mbar_wait(smem_addr(&bars.q_full), q_phase);
-        mainloop(wg, a, tile, tiles, bars, k_ring, v_ring, o, st);
+        if constexpr (kPacked) {
+          int n_begin = tile.n_begin, n_end = tile.n_end;
+          if (a.warpgroup_key_ranges) Scheduler::warpgroup_blocks(tile, wg, a, n_begin, n_end);
+          mbar_wait(smem_addr(&bars.q_full), q_phase);
+          skip_blocks(tile.n_end - n_end, bars, k_ring, v_ring);
+          if (n_begin < n_end)
+            mainloop(wg, a, n_begin, n_end, tiles, bars, k_ring, v_ring, mask, o, st);
+          else if (!Cfg::kOReusesQ)
+            mbar_arrive(smem_addr(&bars.q_empty));
+          skip_blocks(n_begin - tile.n_begin, bars, k_ring, v_ring);
+        } else {
+          mbar_wait(smem_addr(&bars.q_full), q_phase);
+          mainloop(wg, a, tile.n_begin, tile.n_end, tiles, bars, k_ring, v_ring, mask, o, st);
+        }
       }
       store_tile(me, a, tile, tiles, o, st);
       if (any_key) {
@@ -413,11 +458,11 @@ struct Kernel {
   }
 };
 
-template <class Cfg>
+template <class Cfg, bool kPacked>
 __global__ void __launch_bounds__(Cfg::kThreads, 1)
     fwd_kernel(const __grid_constant__ CUtensorMap tmap_q, const __grid_constant__ CUtensorMap tmap_k,
                const __grid_constant__ CUtensorMap tmap_v, const KernelArgs args) {
-  using K = Kernel<Cfg>;
+  using K = Kernel<Cfg, kPacked>;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + Cfg::kAlign - 1) &
                                              ~uintptr_t(Cfg::kAlign - 1));

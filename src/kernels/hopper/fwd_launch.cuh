@@ -16,7 +16,22 @@ namespace vflash::hopper {
 
 template <class Cfg>
 const void* kernel_symbol() {
-  return reinterpret_cast<const void*>(&fwd_kernel<Cfg>);
+  return reinterpret_cast<const void*>(&fwd_kernel<Cfg, false>);
+}
+
+template <class Cfg, bool kPacked>
+int launch_grid(int64_t tiles, int device, const CUtensorMap& tq, const CUtensorMap& tk, const CUtensorMap& tv,
+                const KernelArgs& a, cudaStream_t stream) {
+  int sms = 0;
+  if (int e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); e != cudaSuccess) return e;
+  if (int e = cudaFuncSetAttribute(fwd_kernel<Cfg, kPacked>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   Cfg::kSmemBytes);
+      e != cudaSuccess)
+    return e;
+  // CTAs past the real tile count exit at once.
+  const int grid = int(std::max<int64_t>(1, std::min<int64_t>(tiles, sms)));
+  fwd_kernel<Cfg, kPacked><<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tq, tk, tv, a);
+  return cudaGetLastError();
 }
 
 template <class Cfg>
@@ -29,15 +44,19 @@ int launch_fwd(const FwdParams& p) {
   const CUtensorMapDataType type =
       Cfg::kDType == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
   const int batches = dense ? p.batch : 1;
+  const int heads_per_kv = p.heads_q / p.heads_k;
+  const int64_t max_q = dense ? p.seqlen_q : p.max_seqlen_q;
+  const bool packed = packs_sequences(p, Cfg::kBlockM);
+  const int pack = packed ? stacked_heads(heads_per_kv, Cfg::kBlockM) : 1;
   CUtensorMap tq, tk, tv;
   int err = encode_head_tensor(&tq, type, p.q, p.head_dim, p.heads_q, q_rows, batches, p.q_head_stride,
-                               p.q_row_stride, p.q_batch_stride, Cfg::kQkChunk, Cfg::kBlockM);
+                               p.q_row_stride, p.q_batch_stride, Cfg::kQkChunk, pack, Cfg::kBlockM / pack);
   if (err == cudaSuccess)
     err = encode_head_tensor(&tk, type, p.k, p.head_dim, p.heads_k, std::max<int64_t>(k_rows, 1), batches,
-                             p.k_head_stride, p.k_row_stride, p.k_batch_stride, Cfg::kQkChunk, Cfg::kBlockN);
+                             p.k_head_stride, p.k_row_stride, p.k_batch_stride, Cfg::kQkChunk, 1, Cfg::kBlockN);
   if (err == cudaSuccess)
     err = encode_head_tensor(&tv, type, p.v, p.head_dim_v, p.heads_k, std::max<int64_t>(k_rows, 1), batches,
-                             p.v_head_stride, p.v_row_stride, p.v_batch_stride, Cfg::kVChunk, Cfg::kBlockN);
+                             p.v_head_stride, p.v_row_stride, p.v_batch_stride, Cfg::kVChunk, 1, Cfg::kBlockN);
   if (err != cudaSuccess) return err;
   // The epilogue writes 16-byte pieces of O rows.
   if (reinterpret_cast<uintptr_t>(p.o) % 16 != 0 || p.o_row_stride % 8 != 0 || p.o_head_stride % 8 != 0 ||
@@ -58,7 +77,9 @@ int launch_fwd(const FwdParams& p) {
   a.seqlen_k = p.seqlen_k;
   a.batch = p.batch;
   a.heads_q = p.heads_q;
-  a.heads_per_kv = p.heads_q / p.heads_k;
+  a.heads_per_kv = heads_per_kv;
+  a.pack = pack;
+  a.warpgroup_key_ranges = packed && 64 / pack >= max_q;
   a.head_dim_v = p.head_dim_v;
   a.window_left = p.window_left;
   a.window_right = p.window_right;
@@ -95,18 +116,17 @@ int launch_fwd(const FwdParams& p) {
       return e;
   }
 
-  int device = p.device, sms = 0;
+  int device = p.device;
   if (device < 0 && cudaGetDevice(&device) != cudaSuccess) return cudaErrorInvalidDevice;
-  if (int e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); e != cudaSuccess) return e;
-  if (int e = cudaFuncSetAttribute(fwd_kernel<Cfg>, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
-      e != cudaSuccess)
-    return e;
-  // Upper bound of the tile count; CTAs past the real count exit at once.
-  const int64_t max_q = dense ? p.seqlen_q : p.max_seqlen_q;
+  const auto stream = static_cast<cudaStream_t>(p.stream);
+  // Upper bounds of the tile count.
+  if (packed) {
+    const int64_t tokens = Cfg::kBlockM / pack;
+    const int64_t tiles = (q_rows + tokens - 1) / tokens * (p.heads_q / pack);
+    return launch_grid<Cfg, true>(tiles, device, tq, tk, tv, a, stream);
+  }
   const int64_t tiles = int64_t(p.batch) * p.heads_q * ((max_q + Cfg::kBlockM - 1) / Cfg::kBlockM);
-  const int grid = int(std::max<int64_t>(1, std::min<int64_t>(tiles, sms)));
-  fwd_kernel<Cfg><<<grid, Cfg::kThreads, Cfg::kSmemBytes, static_cast<cudaStream_t>(p.stream)>>>(tq, tk, tv, a);
-  return cudaGetLastError();
+  return launch_grid<Cfg, false>(tiles, device, tq, tk, tv, a, stream);
 }
 
 }  // namespace vflash::hopper

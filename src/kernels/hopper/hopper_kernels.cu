@@ -65,9 +65,11 @@ const KernelInfo kKernels[] = {{
     &launch,
     &workspace_bytes,
     &probe,
-    // 128- and 192-row query tiles with exposed per-tile latency: on 64-token
-    // windows the mma kernel is faster (docs/perf.md, vit-window64-d80).
+    // 128- and 192-row query tiles of one sequence each: dense calls with
+    // fewer query rows leave most of a tile idle.
     128,
+    // Short varlen sequences are packed into tiles (packs_sequences).
+    kPackedMaxSeqlenK,
 }};
 
 }  // namespace

@@ -1,8 +1,8 @@
-// Online softmax of one consumer thread's rows in the Hopper kernel: softcap,
-// masking and the running max / sum over key blocks, then the final
-// normalisation and log-sum-exp. Scores arrive in the wgmma accumulator
-// layout: entry i of a thread's kBlockN / 2 belongs to row (i & 2 ? 8 : 0)
-// past the thread's first row and to key column (i / 4) * 8 + quad_col + (i & 1).
+// Online softmax of one consumer thread's two rows in the Hopper kernel:
+// softcap, masking (masking.cuh) and the running max / sum over key blocks,
+// then the final normalisation and log-sum-exp. Scores arrive in the wgmma
+// accumulator layout: entry i of a thread's kBlockN / 2 belongs to its row
+// (i >> 1) & 1.
 #pragma once
 
 #include <cstdint>
@@ -15,24 +15,10 @@ namespace vflash::hopper {
 // kChains: the row max and sum of a block run as this many independent
 // chains per row (a serial chain over kBlockN / 4 entries is latency-bound
 // where the softmax sits on the warpgroup's critical path).
-template <int kBlockM, int kBlockN, int kChains>
+template <int kBlockN, int kChains>
 struct OnlineSoftmax {
-  int my_row0;   // sequence row of accumulator rows (i & 2) == 0; +8 for the others
-  int quad_col;  // first key column of the thread within an 8-column group
-  int r0;        // first row of the tile
-  int diag;      // k_len - q_len: bottom-right alignment
-  int k_len;
-  float row_max[2];
-  float row_sum[2];  // this thread's partial sums; reduced over the quad in finish()
-
-  __device__ __forceinline__ OnlineSoftmax(const Tile& tile, int tile_row, int quad_col_)
-      : my_row0(tile.m_block * kBlockM + tile_row),
-        quad_col(quad_col_),
-        r0(tile.m_block * kBlockM),
-        diag(tile.k_len - tile.q_len),
-        k_len(tile.k_len),
-        row_max{-INFINITY, -INFINITY},
-        row_sum{0.f, 0.f} {}
+  float row_max[2] = {-INFINITY, -INFINITY};
+  float row_sum[2] = {0.f, 0.f};  // this thread's partial sums; reduced over the quad in finish()
 
   // Which chain accumulator entry i feeds (entries i and i ^ 2 belong to the
   // thread's two rows).
@@ -40,30 +26,18 @@ struct OnlineSoftmax {
     return kChains == 1 ? 0 : (i & 1) | ((i >> 1) & 2);
   }
 
-  // Softcap, mask, and the update for key block n. Leaves exp2 of the scores
-  // in `sc` and the factor by which O must be rescaled for each of the
-  // thread's two rows in `rescale`.
-  __device__ __forceinline__ void update(float (&sc)[kBlockN / 2], int n, const KernelArgs& a, float (&rescale)[2]) {
+  // Softcap, mask (masking.cuh), and the update for key block n. Leaves exp2
+  // of the scores in `sc` and the factor by which O must be rescaled for each
+  // of the thread's two rows in `rescale`.
+  template <class Mask>
+  __device__ __forceinline__ void update(float (&sc)[kBlockN / 2], int n, const KernelArgs& a, const Mask& mask,
+                                         float (&rescale)[2]) {
     const float sl2 = a.score_scale_log2;
     if (a.softcap_in != 0.f) {
 #pragma unroll
       for (int i = 0; i < kBlockN / 2; ++i) sc[i] = a.softcap_out * tanhf(sc[i] * a.softcap_in);
     }
-    const int key0 = n * kBlockN;
-    const bool edge = key0 + kBlockN > k_len ||
-                      (a.window_right >= 0 && key0 + kBlockN - 1 > r0 + diag + a.window_right) ||
-                      (a.window_left >= 0 && key0 < r0 + kBlockM - 1 + diag - a.window_left);
-    if (edge) {
-#pragma unroll
-      for (int i = 0; i < kBlockN / 2; ++i) {
-        const int key = key0 + (i / 4) * 8 + quad_col + (i & 1);
-        const int row = my_row0 + ((i & 2) ? 8 : 0);
-        bool visible = key < k_len;
-        if (a.window_right >= 0) visible = visible && key <= row + diag + a.window_right;
-        if (a.window_left >= 0) visible = visible && key >= row + diag - a.window_left;
-        if (!visible) sc[i] = -INFINITY;
-      }
-    }
+    mask.apply(sc, n, a);
     float part[2][kChains];
 #pragma unroll
     for (int r = 0; r < 2; ++r)

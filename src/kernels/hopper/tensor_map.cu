@@ -25,7 +25,7 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
 
 int encode_head_tensor(CUtensorMap* map, CUtensorMapDataType type, const void* base, int dim, int heads,
                        int64_t rows, int batches, int64_t head_stride, int64_t row_stride, int64_t batch_stride,
-                       int chunk, int box_rows) {
+                       int chunk, int box_heads, int box_rows) {
   constexpr int64_t kElem = 2;
   if (reinterpret_cast<uintptr_t>(base) % 16 != 0 || (head_stride * kElem) % 16 != 0 ||
       (row_stride * kElem) % 16 != 0 || (batch_stride * kElem) % 16 != 0)
@@ -37,7 +37,7 @@ int encode_head_tensor(CUtensorMap* map, CUtensorMapDataType type, const void* b
   const cuuint64_t dims[4] = {cuuint64_t(dim), cuuint64_t(heads), cuuint64_t(rows), cuuint64_t(batches)};
   const cuuint64_t strides[3] = {cuuint64_t(head_stride * kElem), cuuint64_t(row_stride * kElem),
                                  cuuint64_t(batch_stride * kElem)};
-  const cuuint32_t box[4] = {cuuint32_t(chunk), 1, cuuint32_t(box_rows), 1};
+  const cuuint32_t box[4] = {cuuint32_t(chunk), cuuint32_t(box_heads), cuuint32_t(box_rows), 1};
   const cuuint32_t unit[4] = {1, 1, 1, 1};
   const CUtensorMapSwizzle swizzle = chunk == 64   ? CU_TENSOR_MAP_SWIZZLE_128B
                                      : chunk == 32 ? CU_TENSOR_MAP_SWIZZLE_64B
