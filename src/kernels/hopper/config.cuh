@@ -3,6 +3,7 @@
 // is generated (src/kernels/hopper/instances.py -> instances.inc).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -73,6 +74,16 @@ inline constexpr int kPackedMaxSeqlenK = 256;
 inline bool packs_sequences(const FwdParams& p, int block_m) {
   return p.is_varlen() && p.max_seqlen_q < block_m && p.max_seqlen_k <= kPackedMaxSeqlenK;
 }
+// Packed tiles load and compute keys in blocks of kPackedBlockN: each
+// warpgroup's rows then see about one block, and a tile's loads overshoot its
+// keys by less (instances.py generates the wgmma for this N). The freed
+// shared memory deepens the K/V rings, up to 4 slots.
+inline constexpr int kPackedBlockN = 64;
+template <class Cfg>
+using PackedConfig = Config<Cfg::kD, Cfg::kDV, kPackedBlockN,
+                            std::min(4, Cfg::kStages * Cfg::kBlockN / kPackedBlockN), Cfg::kConsumerWarpgroups,
+                            Cfg::kQkChunk, Cfg::kDType>;
+
 // Query heads of one KV head stacked in a packed tile's rows: all of them
 // when they divide the tile's rows, else 1.
 inline constexpr int stacked_heads(int heads_per_kv, int block_m) {

@@ -34,8 +34,9 @@ int launch_grid(int64_t tiles, int device, const CUtensorMap& tq, const CUtensor
   return cudaGetLastError();
 }
 
-template <class Cfg>
-int launch_fwd(const FwdParams& p) {
+// One launch of fwd_kernel<Cfg, kPacked> for the call.
+template <class Cfg, bool kPacked>
+int launch_tiles(const FwdParams& p) {
   const bool dense = !p.is_varlen();
   const int64_t q_rows = dense ? p.seqlen_q : p.total_q;
   const int64_t k_rows = dense ? p.seqlen_k : p.total_k;
@@ -46,8 +47,7 @@ int launch_fwd(const FwdParams& p) {
   const int batches = dense ? p.batch : 1;
   const int heads_per_kv = p.heads_q / p.heads_k;
   const int64_t max_q = dense ? p.seqlen_q : p.max_seqlen_q;
-  const bool packed = packs_sequences(p, Cfg::kBlockM);
-  const int pack = packed ? stacked_heads(heads_per_kv, Cfg::kBlockM) : 1;
+  const int pack = kPacked ? stacked_heads(heads_per_kv, Cfg::kBlockM) : 1;
   CUtensorMap tq, tk, tv;
   int err = encode_head_tensor(&tq, type, p.q, p.head_dim, p.heads_q, q_rows, batches, p.q_head_stride,
                                p.q_row_stride, p.q_batch_stride, Cfg::kQkChunk, pack, Cfg::kBlockM / pack);
@@ -79,7 +79,7 @@ int launch_fwd(const FwdParams& p) {
   a.heads_q = p.heads_q;
   a.heads_per_kv = heads_per_kv;
   a.pack = pack;
-  a.warpgroup_key_ranges = packed && 64 / pack >= max_q;
+  a.warpgroup_key_ranges = kPacked && 64 / pack >= max_q;
   a.head_dim_v = p.head_dim_v;
   a.window_left = p.window_left;
   a.window_right = p.window_right;
@@ -120,13 +120,18 @@ int launch_fwd(const FwdParams& p) {
   if (device < 0 && cudaGetDevice(&device) != cudaSuccess) return cudaErrorInvalidDevice;
   const auto stream = static_cast<cudaStream_t>(p.stream);
   // Upper bounds of the tile count.
-  if (packed) {
-    const int64_t tokens = Cfg::kBlockM / pack;
-    const int64_t tiles = (q_rows + tokens - 1) / tokens * (p.heads_q / pack);
-    return launch_grid<Cfg, true>(tiles, device, tq, tk, tv, a, stream);
-  }
-  const int64_t tiles = int64_t(p.batch) * p.heads_q * ((max_q + Cfg::kBlockM - 1) / Cfg::kBlockM);
-  return launch_grid<Cfg, false>(tiles, device, tq, tk, tv, a, stream);
+  const int64_t tokens = Cfg::kBlockM / pack;
+  const int64_t tiles = kPacked ? (q_rows + tokens - 1) / tokens * (p.heads_q / pack)
+                                : int64_t(p.batch) * p.heads_q * ((max_q + Cfg::kBlockM - 1) / Cfg::kBlockM);
+  return launch_grid<Cfg, kPacked>(tiles, device, tq, tk, tv, a, stream);
+}
+
+// Packed tiles run with short key blocks (PackedConfig): their sequences'
+// keys rarely fill a long one.
+template <class Cfg>
+int launch_fwd(const FwdParams& p) {
+  if (packs_sequences(p, Cfg::kBlockM)) return launch_tiles<PackedConfig<Cfg>, true>(p);
+  return launch_tiles<Cfg, false>(p);
 }
 
 }  // namespace vflash::hopper

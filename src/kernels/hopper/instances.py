@@ -42,6 +42,8 @@ INSTANCES = [
     Instance(192, 192, 112, 2, 2, 64),
     Instance(256, 256, 80, 2, 2, 64),
 ]
+# Key block of packed tiles (short varlen sequences), kPackedBlockN in config.cuh.
+PACKED_BLOCK_N = 64
 DTYPES = ["bf16", "fp16"]
 PTX_TYPE = {"bf16": "bf16", "fp16": "f16"}
 
@@ -105,7 +107,7 @@ def wgmma_fn(kind, n, dt):
 
 
 def wgmma_ops():
-    ss_n = sorted({i.block_n for i in INSTANCES})
+    ss_n = sorted({i.block_n for i in INSTANCES} | {PACKED_BLOCK_N})
     rs_n = sorted({i.v_dim for i in INSTANCES})
     parts = [
         HEADER,
