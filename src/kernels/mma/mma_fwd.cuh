@@ -30,6 +30,7 @@ struct FwdArgs {
   float softcap;     // 0: none; else scores become softcap * tanh(score * softcap_in)
   float softcap_in;  // softmax_scale / softcap
   int group;         // query heads per key/value head
+  int pack;          // query heads stacked in a tile's rows (stacked_heads)
 };
 
 // Shared-memory layout of a [rows][chunks] tile of 16-byte chunks (8 elements):
@@ -75,13 +76,19 @@ struct FwdTile {
 
   // Issue cp.async of a [kRows][kChunks] tile whose row 0 is at g; rows >=
   // rows_valid and chunks >= chunks_data read as zero (the bucket's padding).
+  // kStacked: tile row r is token r / pack, head r % pack past g (Q of
+  // stacked query heads); otherwise row r is at g + r * row_stride.
   // Each 8-thread group copies one 8-row x 1-chunk block per pass (rows
   // lane & 7), always the same chunk, so that a pass costs an address add and
   // the cp.async: no division in the loop. Consecutive groups take
   // consecutive chunks (64 contiguous bytes of a row per warp and row).
-  template <int kRows>
+  template <int kRows, bool kStacked = false>
   static __device__ __forceinline__ void load(uint32_t s_base, const Elem* g, int64_t row_stride,
-                                              int rows_valid, int chunks_data) {
+                                              int rows_valid, int chunks_data, int pack = 1,
+                                              int64_t head_stride = 0) {
+    auto stacked_row = [&](int row, int chunk) {
+      return g + (row / pack) * row_stride + (row % pack) * head_stride + chunk * 8;
+    };
     constexpr int kGroups = kThreads / 8;
     static_assert(kRows % 8 == 0 && (kChunks <= kGroups || kChunks % kGroups == 0));
     const int row_lo = threadIdx.x & 7, group = threadIdx.x >> 3;
@@ -99,8 +106,8 @@ struct FwdTile {
         const int row = row0 + i * kRowGroupsPerPass * 8;
         if ((kRows / 8) % kRowGroupsPerPass == 0 || row < kRows) {
           const bool valid = chunk_valid && row < rows_valid;
-          cp_async_16(dst + i * kRowGroupsPerPass * kChunks * 128,
-                      valid ? src + i * kRowGroupsPerPass * 8 * row_stride : g, valid);
+          const Elem* at = kStacked ? stacked_row(row, chunk) : src + i * kRowGroupsPerPass * 8 * row_stride;
+          cp_async_16(dst + i * kRowGroupsPerPass * kChunks * 128, valid ? at : g, valid);
         }
       }
     } else {
@@ -113,7 +120,8 @@ struct FwdTile {
 #pragma unroll
         for (int i = 0; i < kRows / 8; ++i) {
           const bool valid = chunk_valid && row_lo + i * 8 < rows_valid;
-          cp_async_16(dst + i * kChunks * 128, valid ? src + i * 8 * row_stride : g, valid);
+          const Elem* at = kStacked ? stacked_row(row_lo + i * 8, chunk) : src + i * 8 * row_stride;
+          cp_async_16(dst + i * kChunks * 128, valid ? at : g, valid);
         }
       }
     }
@@ -124,15 +132,19 @@ struct FwdTile {
 template <class Elem, int kBlockM>
 struct TileView {
   TilePair g;
-  int head, head_k, rows_valid;
+  int head, head_k;  // the first of the tile's a.pack query heads; their key/value head
+  int tokens_valid;  // of the pair's query block in its sequence
+  int rows_valid;    // tile rows: tokens_valid * a.pack
 
-  // Tiles are (pair, head) with the head innermost: tile t is head t % heads_q
-  // of pair t / heads_q, so the query heads of one key/value head run together.
+  // Tiles are (pair, head group) with the group innermost: tile t is query
+  // heads [g * pack, (g + 1) * pack), g = t % (heads_q / pack), of pair t /
+  // (heads_q / pack), so the query heads of one key/value head run together.
   __device__ __forceinline__ TileView(const TilePair& pair, int tile, const FwdArgs& a)
       : g(pair) {
-    head = tile % a.p.heads_q;
+    head = tile % (a.p.heads_q / a.pack) * a.pack;
     head_k = head / a.group;
-    rows_valid = min(kBlockM, g.seqlen_q - g.m0);
+    tokens_valid = min(kBlockM / a.pack, g.seqlen_q - g.m0);
+    rows_valid = tokens_valid * a.pack;
   }
   __device__ __forceinline__ const Elem* q(const FwdParams& p) const {
     return static_cast<const Elem*>(p.q) + g.batch * p.q_batch_stride +
@@ -180,18 +192,23 @@ __global__ void __launch_bounds__(kWarps * 32)
   const LaneOffsets<kChunks> q_lane(sQ, lane & 15, lane >> 4);
   const LaneOffsets<kChunks> k_lane(sK, (lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1);
   const LaneOffsets<kChunks> v_lane(sV, lane & 15, lane >> 4);
-  const int num_tiles = args.header->num_pairs * p.heads_q;
+  const int head_groups = p.heads_q / args.pack;
+  const int num_tiles = args.header->num_pairs * head_groups;
 
   // Thread 0 copies a tile's pair into a slot (complete after the next wait).
   auto fetch_pair = [&](int tile, int slot) {
     if (tid == 0) {
-      const char* src = reinterpret_cast<const char*>(args.pairs + tile / p.heads_q);
+      const char* src = reinterpret_cast<const char*>(args.pairs + tile / head_groups);
       cp_async_16(smem_addr(&pair_slot[slot]), src, true);
       cp_async_16(smem_addr(&pair_slot[slot]) + 16, src + 16, true);
     }
   };
   auto load_q = [&](const View& view) {
-    T::template load<kBlockM>(sQ, view.q(p), p.q_row_stride, view.rows_valid, q_data_chunks);
+    if (args.pack > 1)
+      T::template load<kBlockM, true>(sQ, view.q(p), p.q_row_stride, view.rows_valid, q_data_chunks, args.pack,
+                                      p.q_head_stride);
+    else
+      T::template load<kBlockM>(sQ, view.q(p), p.q_row_stride, view.rows_valid, q_data_chunks);
   };
   // K and V of key block nb of a tile into a stage.
   auto load_kv = [&](const View& view, int nb, int stage) {
@@ -224,7 +241,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     cp_async_commit();
     const View cur(pair_slot[iter & 1], tile, args);
     const int sq = cur.g.seqlen_q, sk = cur.g.seqlen_k, m0 = cur.g.m0;
-    const int rows_valid = cur.rows_valid, m_last = m0 + rows_valid - 1;
+    const int rows_valid = cur.rows_valid, m_last = m0 + cur.tokens_valid - 1;
     const int nb_first = cur.g.nb_first, nb_end = cur.g.nb_end;
 
     // Mask bounds relative to the row: key j visible to row i when
@@ -327,13 +344,19 @@ __global__ void __launch_bounds__(kWarps * 32)
         const bool needs_mask = n0 + kBlockN > sk || (has_hi && n0 + kBlockN - 1 > m0 + hi) ||
                                 (has_lo && n0 < int64_t(m_last) + lo);
         if (needs_mask) {
+          int row_token[kMAtoms][2];  // sequence row of the thread's rows (lane / 4, + 8) per m atom
+#pragma unroll
+          for (int ma = 0; ma < kMAtoms; ++ma)
+#pragma unroll
+            for (int half = 0; half < 2; ++half)
+              row_token[ma][half] = m0 + (warp_row0 + ma * 16 + (lane >> 2) + half * 8) / args.pack;
 #pragma unroll
           for (int ma = 0; ma < kMAtoms; ++ma)
 #pragma unroll
             for (int t = 0; t < kNTiles; ++t)
 #pragma unroll
               for (int e = 0; e < 4; ++e) {
-                const int row = m0 + warp_row0 + ma * 16 + (lane >> 2) + (e >> 1) * 8;
+                const int row = row_token[ma][e >> 1];
                 const int col = n0 + t * 8 + 2 * (lane & 3) + (e & 1);
                 const bool visible =
                     col < sk && (!has_lo || col >= row + lo) && (!has_hi || col <= row + hi);
@@ -426,7 +449,8 @@ __global__ void __launch_bounds__(kWarps * 32)
           const float inv = sum > 0.f ? 1.f / sum : 0.f;
           const int r = warp_row0 + ma * 16 + (lane >> 2) + half * 8;
           if (r < rows_valid) {
-            Elem* orow = o_base + r * p.o_row_stride + 2 * (lane & 3);
+            const int token = r / args.pack, stacked = r % args.pack;  // of the tile's stacked heads
+            Elem* orow = o_base + token * p.o_row_stride + stacked * p.o_head_stride + 2 * (lane & 3);
 #pragma unroll
             for (int t = 0; t < 2 * kSteps; ++t)
               if (t < out_tiles)
@@ -434,8 +458,9 @@ __global__ void __launch_bounds__(kWarps * 32)
                     pack2<Elem>(o[ma][t][2 * half] * inv, o[ma][t][2 * half + 1] * inv);
             if (p.lse != nullptr && (lane & 3) == 0) {
               const float lse2 = sum > 0.f ? row_max[ma][half] * args.exp2_scale + __log2f(sum) : -INFINITY;
-              p.lse[cur.g.batch * p.lse_batch_stride + cur.head * p.lse_head_stride +
-                    cur.g.q_start + m0 + r] = lse2 * 0.69314718055994531f;
+              p.lse[cur.g.batch * p.lse_batch_stride + (cur.head + stacked) * p.lse_head_stride + cur.g.q_start + m0 +
+                    token] =
+                  lse2 * 0.69314718055994531f;
             }
           }
         }
@@ -453,13 +478,14 @@ template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN>
 int launch_fwd_tiles(const FwdParams& p) {
   constexpr TileConfig cfg{kWarps, kMAtoms, kBlockN};
   constexpr int kBlockM = cfg.block_m();
-  const int64_t max_tiles = max_query_blocks(p, kBlockM) * p.heads_q;
+  const int pack = stacked_heads(p, kBlockM);
+  const int tokens = kBlockM / pack;  // per query block of the tile list
+  const int64_t max_tiles = max_query_blocks(p, tokens) * (p.heads_q / pack);
   if (max_tiles == 0) return cudaSuccess;
-  if (p.workspace == nullptr || p.workspace_bytes < tile_list_bytes(p, kBlockM))
-    return cudaErrorInvalidValue;
+  if (p.workspace == nullptr || p.workspace_bytes < tile_list_bytes(p, tokens)) return cudaErrorInvalidValue;
   auto* header = static_cast<TileListHeader*>(p.workspace);
   auto* pairs = reinterpret_cast<TilePair*>(header + 1);
-  if (int err = launch_tile_list(p, kBlockM, kBlockN, header, pairs); err != cudaSuccess) return err;
+  if (int err = launch_tile_list(p, tokens, kBlockN, header, pairs); err != cudaSuccess) return err;
 
   auto kernel = fwd_kernel<Elem, kBucket, kWarps, kMAtoms, kBlockN>;
   constexpr size_t smem = cfg.smem_bytes(kBucket);
@@ -486,6 +512,7 @@ int launch_fwd_tiles(const FwdParams& p) {
   args.header = header;
   args.pairs = pairs;
   args.group = p.heads_q / p.heads_k;
+  args.pack = pack;
   constexpr float kLog2e = 1.4426950408889634f;
   args.softcap = p.softcap;
   args.softcap_in = p.softcap > 0.f ? p.softmax_scale / p.softcap : 0.f;

@@ -107,6 +107,17 @@ struct alignas(16) TileListHeader {
   int pad[3];
 };
 
+// Query heads of one key/value head stacked in a tile's rows (tile row r is
+// token r / stacked, head r % stacked of the group): all of them when the
+// call's sequences are shorter than a tile and they divide its rows, else 1.
+// The tile list's query blocks then hold block_m / stacked tokens.
+inline int stacked_heads(const FwdParams& p, int block_m) {
+  const int group = p.heads_k > 0 ? p.heads_q / p.heads_k : 1;
+  const int max_q = p.is_varlen() ? p.max_seqlen_q : p.seqlen_q;
+  return group > 1 && max_q < block_m && block_m % group == 0 ? group : 1;
+}
+inline int tokens_per_tile(const FwdParams& p, int block_m) { return block_m / stacked_heads(p, block_m); }
+
 inline int64_t max_query_blocks(const FwdParams& p, int block_m) {
   if (p.is_varlen()) return (p.total_q + block_m - 1) / block_m + p.batch;
   return int64_t(p.batch) * ((p.seqlen_q + block_m - 1) / block_m);
