@@ -6,7 +6,8 @@
 #   2. `vflash doctor` on the real GPU;
 #   3. the Python package's GPU tests (torch, torch.compile, CUDA graphs, CuPy)
 #      and the Qwen-VL vision-block example;
-#   4. bench/bench_peers.py: vflash and the peers side by side (table + PNG);
+#   4. bench/bench_peers.py: vflash and the peers side by side (table + PNG) on
+#      workloads.json and vflash's short-GQA workload;
 # Carry .deps (GoogleTest sources: scripts/gpu_suite.sh --stage). Results go to $OUT.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,12 +31,14 @@ timeout 150 "$py" -m pytest python/tests -q -p timeout --timeout 120 --timeout-m
 tail -n 3 "$out/pytest.log"
 timeout 60 "$py" examples/qwen_vl_vision_block.py >"$out/example.log" 2>&1 || status=1
 tail -n 4 "$out/example.log"
-timeout 120 "$py" bench/bench_peers.py bench/workloads.json --out "$out" >"$out/bench_peers.log" 2>&1 || status=1
+timeout 150 "$py" bench/bench_peers.py bench/workloads.json bench/workloads_short_gqa.json --out "$out" >"$out/bench_peers.log" 2>&1 || status=1
 if [ -n "${OUT:-}" ]; then
   tar czf "$OUT/device_results.tgz" -C "$out" .
   cp "$out"/bench_peers.md "$out"/bench_peers.png "$out"/gpu-suite/summary_table.txt "$OUT/" 2>/dev/null
 fi
 cat "$out/gpu-suite/summary_table.txt"
-cat "$out/bench_peers.md" 2>/dev/null | head -n 40
+cat "$out/bench_peers.md" 2>/dev/null | head -n 60
+"$build/vflash" bench bench/workloads.json --kernel mma 2>&1 | tail -n +3
+"$build/vflash" bench bench/workloads_short_gqa.json --kernel mma 2>&1 | tail -n +4
 echo "device_validate: $([ $status -eq 0 ] && echo PASS || echo FAIL)"
 exit $status
