@@ -27,18 +27,32 @@ def _lse(q: torch.Tensor, shape, wanted: bool) -> torch.Tensor:
     return q.new_empty(shape if wanted else (0,), dtype=_LSE_DTYPE)
 
 
+# Tensors go to the extension as DLPack capsules from torch's C exporter:
+# Tensor.__dlpack__ (what the extension would call otherwise) costs several
+# times more per tensor, and a call passes five to seven.
+_to_dlpack = torch.utils.dlpack.to_dlpack
+
+
+def _dl(t):
+    return _to_dlpack(t.detach())
+
+
+def _dl_lse(lse):
+    return _to_dlpack(lse) if lse.numel() else None
+
+
 # The library makes the tensors' device current for the launch itself.
 def _launch_varlen(q, k, v, cu_q, cu_k, max_q, max_k, out, lse, scale, causal, left, right, softcap):
     _C.varlen_fwd(
-        q.detach(), k.detach(), v.detach(), cu_q.detach(), cu_k.detach(), max_q, max_k, out.detach(),
-        lse if lse.numel() else None, scale, causal, left, right, softcap, _stream(q), _allocator(q),
+        _dl(q), _dl(k), _dl(v), _dl(cu_q), _dl(cu_k), max_q, max_k, _dl(out), _dl_lse(lse), scale, causal, left,
+        right, softcap, _stream(q), _allocator(q),
     )
 
 
 def _launch_dense(q, k, v, out, lse, scale, causal, left, right, softcap):
     _C.dense_fwd(
-        q.detach(), k.detach(), v.detach(), out.detach(), lse if lse.numel() else None, scale, causal, left, right,
-        softcap, _stream(q), _allocator(q),
+        _dl(q), _dl(k), _dl(v), _dl(out), _dl_lse(lse), scale, causal, left, right, softcap, _stream(q),
+        _allocator(q),
     )
 
 
@@ -50,18 +64,42 @@ def _dense_shapes(q, v):
     return (q.shape[0], q.shape[1], q.shape[2], v.shape[3]), (q.shape[0], q.shape[2], q.shape[1])
 
 
+def _varlen_new(q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, want_lse):
+    out_shape, lse_shape = _varlen_shapes(q, v)
+    out = q.new_empty(out_shape)
+    lse = _lse(q, lse_shape, want_lse)
+    _launch_varlen(q, k, v, cu_q, cu_k, max_q, max_k, out, lse, scale, causal, left, right, softcap)
+    return out, lse
+
+
+def _varlen_into(q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, want_lse, out):
+    lse = _lse(q, _varlen_shapes(q, v)[1], want_lse)
+    _launch_varlen(q, k, v, cu_q, cu_k, max_q, max_k, out, lse, scale, causal, left, right, softcap)
+    return lse
+
+
+def _dense_new(q, k, v, scale, causal, left, right, softcap, want_lse):
+    out_shape, lse_shape = _dense_shapes(q, v)
+    out = q.new_empty(out_shape)
+    lse = _lse(q, lse_shape, want_lse)
+    _launch_dense(q, k, v, out, lse, scale, causal, left, right, softcap)
+    return out, lse
+
+
+def _dense_into(q, k, v, scale, causal, left, right, softcap, want_lse, out):
+    lse = _lse(q, _dense_shapes(q, v)[1], want_lse)
+    _launch_dense(q, k, v, out, lse, scale, causal, left, right, softcap)
+    return lse
+
+
 @torch.library.custom_op("vflash::varlen_fwd", mutates_args=())
 def varlen_fwd(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor,
     max_seqlen_q: int, max_seqlen_k: int, softmax_scale: float, causal: bool, window_left: int,
     window_right: int, softcap: float, return_lse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    out_shape, lse_shape = _varlen_shapes(q, v)
-    out = q.new_empty(out_shape)
-    lse = _lse(q, lse_shape, return_lse)
-    _launch_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, out, lse, softmax_scale,
-                   causal, window_left, window_right, softcap)
-    return out, lse
+    return _varlen_new(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
+                       window_left, window_right, softcap, return_lse)
 
 
 @varlen_fwd.register_fake
@@ -77,10 +115,8 @@ def varlen_fwd_out(
     max_seqlen_q: int, max_seqlen_k: int, softmax_scale: float, causal: bool, window_left: int,
     window_right: int, softcap: float, return_lse: bool, out: torch.Tensor,
 ) -> torch.Tensor:
-    lse = _lse(q, _varlen_shapes(q, v)[1], return_lse)
-    _launch_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, out, lse, softmax_scale,
-                   causal, window_left, window_right, softcap)
-    return lse
+    return _varlen_into(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
+                        window_left, window_right, softcap, return_lse, out)
 
 
 @varlen_fwd_out.register_fake
@@ -94,11 +130,7 @@ def dense_fwd(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, softmax_scale: float, causal: bool, window_left: int,
     window_right: int, softcap: float, return_lse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    out_shape, lse_shape = _dense_shapes(q, v)
-    out = q.new_empty(out_shape)
-    lse = _lse(q, lse_shape, return_lse)
-    _launch_dense(q, k, v, out, lse, softmax_scale, causal, window_left, window_right, softcap)
-    return out, lse
+    return _dense_new(q, k, v, softmax_scale, causal, window_left, window_right, softcap, return_lse)
 
 
 @dense_fwd.register_fake
@@ -112,9 +144,7 @@ def dense_fwd_out(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, softmax_scale: float, causal: bool, window_left: int,
     window_right: int, softcap: float, return_lse: bool, out: torch.Tensor,
 ) -> torch.Tensor:
-    lse = _lse(q, _dense_shapes(q, v)[1], return_lse)
-    _launch_dense(q, k, v, out, lse, softmax_scale, causal, window_left, window_right, softcap)
-    return lse
+    return _dense_into(q, k, v, softmax_scale, causal, window_left, window_right, softcap, return_lse, out)
 
 
 @dense_fwd_out.register_fake
@@ -130,18 +160,31 @@ _DENSE = torch.ops.vflash.dense_fwd.default
 _DENSE_OUT = torch.ops.vflash.dense_fwd_out.default
 
 
+def _eager(*tensors):
+    """Whether a call may run the ops' implementation directly: eager (torch.compile is not
+    tracing it) with no autograd involved. The registered ops add tens of microseconds of
+    dispatch per call, which short calls (64-token windows: ~0.1 ms) cannot hide."""
+    if torch.compiler.is_compiling():
+        return False
+    return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
+
+
 def varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, want_lse, out):
-    """(out, lse or None) through the custom ops."""
+    """(out, lse or None) through the custom ops, or their implementation when eager."""
+    args = (q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, want_lse)
+    eager = _eager(q, k, v, out)
     if out is None:
-        out, lse = _VARLEN(q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, want_lse)
+        out, lse = _varlen_new(*args) if eager else _VARLEN(*args)
     else:
-        lse = _VARLEN_OUT(q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, want_lse, out)
+        lse = _varlen_into(*args, out) if eager else _VARLEN_OUT(*args, out)
     return out, lse if want_lse else None
 
 
 def dense(q, k, v, scale, causal, left, right, softcap, want_lse, out):
+    args = (q, k, v, scale, causal, left, right, softcap, want_lse)
+    eager = _eager(q, k, v, out)
     if out is None:
-        out, lse = _DENSE(q, k, v, scale, causal, left, right, softcap, want_lse)
+        out, lse = _dense_new(*args) if eager else _DENSE(*args)
     else:
-        lse = _DENSE_OUT(q, k, v, scale, causal, left, right, softcap, want_lse, out)
+        lse = _dense_into(*args, out) if eager else _DENSE_OUT(*args, out)
     return out, lse if want_lse else None
