@@ -289,3 +289,27 @@ def test_gpu_matches_float32_reference(head_dim, dtype, mode, seed):
     what = f"d={head_dim} {dtype} {mode} seed={seed} kernel={kernel}"
     check(got, want, dtype, what)
     check_lse(lse, want_lse, what)
+
+
+def test_eager_calls_skip_the_registered_op_unless_autograd_is_involved(seed, monkeypatch):
+    """Eager calls run the ops' implementation directly (the op's dispatch costs tens of
+    microseconds a call); inputs that require grad still go through the registered op."""
+    from vflash import _torch_ops
+
+    through_op = []
+    registered = _torch_ops._VARLEN
+    monkeypatch.setattr(_torch_ops, "_VARLEN", lambda *args: through_op.append(1) or registered(*args))
+    torch.manual_seed(seed)
+    lengths = [3, 4]
+    q, k, v = (torch.randn(sum(lengths), 2, 16, dtype=torch.float32) for _ in range(3))
+    cu = cu_of(lengths, "cpu")
+    eager = vflash.flash_attn_varlen_func(q, k, v, cu, cu, 4, 4, softmax_scale=0.3, causal=True)
+    assert through_op == []
+    via_op, _ = torch.ops.vflash.varlen_fwd.default(q, k, v, cu, cu, 4, 4, 0.3, True, -1, -1, 0.0, False)
+    assert torch.equal(eager, via_op)
+    q.requires_grad_()
+    vflash.flash_attn_varlen_func(q, k, v, cu, cu, 4, 4, softmax_scale=0.3, causal=True)
+    assert through_op == [1]
+    with torch.no_grad():
+        vflash.flash_attn_varlen_func(q, k, v, cu, cu, 4, 4, softmax_scale=0.3, causal=True)
+    assert through_op == [1]
