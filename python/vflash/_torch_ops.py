@@ -169,22 +169,22 @@ def _eager(*tensors):
     return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
 
 
-def varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, want_lse, out):
-    """(out, lse or None) through the custom ops, or their implementation when eager."""
-    args = (q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, want_lse)
-    eager = _eager(q, k, v, out)
+def _call(new, into, op, op_out, args, out, want_lse):
+    """(out, lse or None): the registered op, or its implementation when eager; the `*_out`
+    variant when the caller gives `out`. args start with q, k, v."""
+    eager = _eager(*args[:3], out)
     if out is None:
-        out, lse = _varlen_new(*args) if eager else _VARLEN(*args)
+        out, lse = new(*args) if eager else op(*args)
     else:
-        lse = _varlen_into(*args, out) if eager else _VARLEN_OUT(*args, out)
+        lse = into(*args, out) if eager else op_out(*args, out)
     return out, lse if want_lse else None
+
+
+def varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, want_lse, out):
+    args = (q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, want_lse)
+    return _call(_varlen_new, _varlen_into, _VARLEN, _VARLEN_OUT, args, out, want_lse)
 
 
 def dense(q, k, v, scale, causal, left, right, softcap, want_lse, out):
     args = (q, k, v, scale, causal, left, right, softcap, want_lse)
-    eager = _eager(q, k, v, out)
-    if out is None:
-        out, lse = _dense_new(*args) if eager else _DENSE(*args)
-    else:
-        lse = _dense_into(*args, out) if eager else _DENSE_OUT(*args, out)
-    return out, lse if want_lse else None
+    return _call(_dense_new, _dense_into, _DENSE, _DENSE_OUT, args, out, want_lse)
