@@ -33,33 +33,39 @@ struct FwdArgs {
   int pack;          // query heads stacked in a tile's rows (stacked_heads)
 };
 
-// Shared-memory layout of a [rows][chunks] tile of 16-byte chunks (8 elements):
-// each 8-row x 1-chunk block is 128 contiguous bytes, in which row r's chunk c
-// sits at slot r ^ (c & 7). ldmatrix (8 rows, one chunk) then reads 8 distinct
-// bank groups, and cp.async of 8 consecutive chunks of a row writes 8 distinct
-// ones, for any number of chunks per row (72 and 80 included).
+// Shared-memory layout of a [rows][kChunks] tile of 16-byte chunks (8
+// elements): each row takes row_pitch(kChunks) chunks, whole 128-byte lines
+// (the padding is never read), and chunk c of row r sits in line c / 8 of the
+// row at slot (c ^ r) & 7. The 8 chunks of a 128-byte piece of a global row
+// then fill one 128-byte shared line, which cp.async writes as one wavefront
+// (spread over 8 lines, as in this kernel's first layout, every 16 bytes was
+// its own wavefront and each L2 sector was fetched twice: the L2 ran 75-84 %
+// busy on dense d128), and ldmatrix (8 rows, one chunk) reads 8 distinct
+// bank groups.
+constexpr int row_pitch(int chunks) { return (chunks + 7) / 8 * 8; }
+
 template <int kChunks>
 __device__ __forceinline__ uint32_t swizzle(int row, int chunk) {
-  return uint32_t((((row >> 3) * kChunks + chunk) << 3) + ((row & 7) ^ (chunk & 7))) << 4;
+  return uint32_t(row * row_pitch(kChunks) + (chunk & ~7) + ((chunk ^ row) & 7)) << 4;
 }
 
 // Per-lane part of the ldmatrix addresses of one operand: lane reads row
 // row0 + lane_row, chunk chunk0 + lane_chunk (row0 a multiple of 8, chunk0 even,
-// lane_chunk 0 or 1), so (chunk & 7) = (chunk0 & 7) ^ lane_chunk and the whole
-// address is a per-lane base plus one of four per-lane swizzle terms plus a
-// constant of the unrolled loops.
+// lane_chunk 0 or 1), so (chunk ^ row) & 7 = (chunk0 & 6) ^ lane_chunk ^ (lane_row & 7)
+// and the whole address is a per-lane base plus one of four per-lane swizzle
+// terms plus a constant of the unrolled loops.
 template <int kChunks>
 struct LaneOffsets {
   uint32_t base;
   uint32_t swz[4];
   __device__ __forceinline__ LaneOffsets(uint32_t smem_base, int lane_row, int lane_chunk) {
-    base = smem_base + uint32_t(((lane_row >> 3) * kChunks + lane_chunk) << 7);
+    base = smem_base + uint32_t(lane_row * row_pitch(kChunks)) * 16;
     const int x = (lane_row & 7) ^ lane_chunk;
 #pragma unroll
     for (int j = 0; j < 4; ++j) swz[j] = uint32_t((x ^ (2 * j)) << 4);
   }
   __device__ __forceinline__ uint32_t at(int row0, int chunk0) const {
-    return base + uint32_t(((row0 >> 3) * kChunks + chunk0) << 7) + swz[(chunk0 & 7) >> 1];
+    return base + uint32_t(row0 * row_pitch(kChunks) + (chunk0 & ~7)) * 16 + swz[(chunk0 & 7) >> 1];
   }
 };
 
@@ -68,6 +74,8 @@ struct FwdTile {
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kBlockM = kWarps * 16 * kMAtoms;
   static constexpr int kChunks = kBucket / 8;
+  static constexpr int kPitch = row_pitch(kChunks);  // chunks per shared-memory row
+  static constexpr uint32_t kRowBytes = kPitch * 16;
   static constexpr int kSteps = kBucket / 16;  // reduction steps of Q*K^T, output pairs of P*V
   static constexpr int kNTiles = kBlockN / 8;
   // Q fragments stay in registers when small; otherwise re-read per block.
@@ -78,50 +86,55 @@ struct FwdTile {
   // rows_valid and chunks >= chunks_data read as zero (the bucket's padding).
   // kStacked: tile row r is token r / pack, head r % pack past g (Q of
   // stacked query heads); otherwise row r is at g + r * row_stride.
-  // Each 8-thread group copies one 8-row x 1-chunk block per pass (rows
-  // lane & 7), always the same chunk, so that a pass costs an address add and
-  // the cp.async: no division in the loop. Consecutive groups take
-  // consecutive chunks (64 contiguous bytes of a row per warp and row).
+  // A pass copies kGroupsPerPass blocks of 8 rows, thread t the chunk
+  // t % kPitch of row t / kPitch of such a block (threads past them, and
+  // those on the pitch padding, idle): the 8 lanes of each phase of a warp's
+  // 128-bit copy read 128 contiguous bytes of a row into one shared line.
+  // Each pass keeps the thread's chunk and row & 7, hence its swizzled slot,
+  // so a pass of a full tile costs one 64-bit address add and the cp.async
+  // (the copies sit in the loop over key blocks, where every issue slot counts).
   template <int kRows, bool kStacked = false>
   static __device__ __forceinline__ void load(uint32_t s_base, const Elem* g, int64_t row_stride,
                                               int rows_valid, int chunks_data, int pack = 1,
                                               int64_t head_stride = 0) {
-    auto stacked_row = [&](int row, int chunk) {
-      return g + (row / pack) * row_stride + (row % pack) * head_stride + chunk * 8;
-    };
-    constexpr int kGroups = kThreads / 8;
-    static_assert(kRows % 8 == 0 && (kChunks <= kGroups || kChunks % kGroups == 0));
-    const int row_lo = threadIdx.x & 7, group = threadIdx.x >> 3;
-    if constexpr (kChunks <= kGroups) {
-      constexpr int kRowGroupsPerPass = kGroups / kChunks;  // groups beyond them idle
-      constexpr int kPasses = (kRows / 8 + kRowGroupsPerPass - 1) / kRowGroupsPerPass;
-      if (group >= kRowGroupsPerPass * kChunks) return;
-      const int chunk = group % kChunks;
-      const int row0 = (group / kChunks) * 8 + row_lo;
-      const uint32_t dst = s_base + swizzle<kChunks>(row0, chunk);
-      const Elem* src = g + row0 * row_stride + chunk * 8;
-      const bool chunk_valid = chunk < chunks_data;
+    constexpr int kBlockCopies = 8 * kPitch;  // one block of 8 rows
+    constexpr int kGroupsPerPass = kThreads / kBlockCopies;
+    constexpr int kRowsPerPass = 8 * kGroupsPerPass;
+    constexpr int kPasses = (kRows + kRowsPerPass - 1) / kRowsPerPass;
+    static_assert(kRows % 8 == 0 && kBlockCopies <= kThreads);
+    const int tid = threadIdx.x;
+    const int row0 = tid / kPitch, chunk = tid % kPitch;  // row0 = 8 * block + row in block
+    if (tid >= kGroupsPerPass * kBlockCopies || chunk >= kChunks) return;
+    const bool chunk_valid = chunk < chunks_data;
+    const uint32_t dst = s_base + swizzle<kChunks>(row0, chunk);
+    constexpr uint32_t kPassBytes = kRowsPerPass * kRowBytes;
+    if constexpr (kStacked) {
 #pragma unroll
       for (int i = 0; i < kPasses; ++i) {
-        const int row = row0 + i * kRowGroupsPerPass * 8;
-        if ((kRows / 8) % kRowGroupsPerPass == 0 || row < kRows) {
+        const int row = row0 + i * kRowsPerPass;
+        if (kRows % kRowsPerPass == 0 || row < kRows) {
           const bool valid = chunk_valid && row < rows_valid;
-          const Elem* at = kStacked ? stacked_row(row, chunk) : src + i * kRowGroupsPerPass * 8 * row_stride;
-          cp_async_16(dst + i * kRowGroupsPerPass * kChunks * 128, valid ? at : g, valid);
+          const Elem* at = g + (row / pack) * row_stride + (row % pack) * head_stride + chunk * 8;
+          cp_async_16(dst + i * kPassBytes, valid ? at : g, valid);
         }
       }
     } else {
+      // Padding chunks read nothing; their address stays inside the row.
+      const Elem* src = g + row0 * row_stride + (chunk_valid ? chunk * 8 : 0);
+      const int64_t pass_stride = kRowsPerPass * row_stride;
+      if (rows_valid >= kRows) {  // every row present: no per-row test
 #pragma unroll
-      for (int j = 0; j < kChunks / kGroups; ++j) {
-        const int chunk = group + j * kGroups;
-        const uint32_t dst = s_base + swizzle<kChunks>(row_lo, chunk);
-        const Elem* src = g + row_lo * row_stride + chunk * 8;
-        const bool chunk_valid = chunk < chunks_data;
+        for (int i = 0; i < kPasses; ++i)
+          if (kRows % kRowsPerPass == 0 || row0 + i * kRowsPerPass < kRows)
+            cp_async_16(dst + i * kPassBytes, src + i * pass_stride, chunk_valid);
+      } else {
 #pragma unroll
-        for (int i = 0; i < kRows / 8; ++i) {
-          const bool valid = chunk_valid && row_lo + i * 8 < rows_valid;
-          const Elem* at = kStacked ? stacked_row(row_lo + i * 8, chunk) : src + i * 8 * row_stride;
-          cp_async_16(dst + i * kChunks * 128, valid ? at : g, valid);
+        for (int i = 0; i < kPasses; ++i) {
+          const int row = row0 + i * kRowsPerPass;
+          if (kRows % kRowsPerPass == 0 || row < kRows) {
+            const bool valid = chunk_valid && row < rows_valid;
+            cp_async_16(dst + i * kPassBytes, valid ? src + i * pass_stride : g, valid);
+          }
         }
       }
     }
@@ -171,14 +184,14 @@ __global__ void __launch_bounds__(kWarps * 32)
   using View = TileView<Elem, T::kBlockM>;
   constexpr int kBlockM = T::kBlockM, kChunks = T::kChunks, kSteps = T::kSteps,
                 kNTiles = T::kNTiles;
-  constexpr uint32_t kKVBytes = kBlockN * kChunks * 16;  // one K or V buffer
+  constexpr uint32_t kKVBytes = kBlockN * T::kRowBytes;  // one K or V buffer
 
   // Q, then two stages of K and V: block i computes from stage i & 1 while
   // block i + 1 (or the next tile's first block) loads into the other.
   extern __shared__ __align__(128) uint4 smem[];
   __shared__ TilePair pair_slot[2];  // this tile's and the next one's
   const uint32_t sQ = smem_addr(smem);
-  const uint32_t sK = sQ + kBlockM * kChunks * 16;
+  const uint32_t sK = sQ + kBlockM * T::kRowBytes;
   const uint32_t sV = sK + 2 * kKVBytes;
 
   const FwdParams& p = args.p;
@@ -210,13 +223,29 @@ __global__ void __launch_bounds__(kWarps * 32)
     else
       T::template load<kBlockM>(sQ, view.q(p), p.q_row_stride, view.rows_valid, q_data_chunks);
   };
-  // K and V of key block nb of a tile into a stage.
-  auto load_kv = [&](const View& view, int nb, int stage) {
+  // K or V (kV) of key block nb of a tile into a stage.
+  auto load_half = [&](const View& view, int nb, int stage, bool kV) {
     const int n0 = nb * kBlockN;
-    T::template load<kBlockN>(sK + stage * kKVBytes, view.k(p) + n0 * p.k_row_stride,
-                              p.k_row_stride, view.g.seqlen_k - n0, q_data_chunks);
-    T::template load<kBlockN>(sV + stage * kKVBytes, view.v(p) + n0 * p.v_row_stride,
-                              p.v_row_stride, view.g.seqlen_k - n0, v_data_chunks);
+    if (!kV)
+      T::template load<kBlockN>(sK + stage * kKVBytes, view.k(p) + n0 * p.k_row_stride,
+                                p.k_row_stride, view.g.seqlen_k - n0, q_data_chunks);
+    else
+      T::template load<kBlockN>(sV + stage * kKVBytes, view.v(p) + n0 * p.v_row_stride,
+                                p.v_row_stride, view.g.seqlen_k - n0, v_data_chunks);
+  };
+  auto load_kv = [&](const View& view, int nb, int stage) {
+    load_half(view, nb, stage, false);
+    load_half(view, nb, stage, true);
+  };
+  // K (then V) of the block after nb: of this tile, else the next tile's first.
+  auto load_next_half = [&](const View& cur_view, int nb, int nb_first, bool has_next, int next, int iter,
+                            int stage, bool kV) {
+    if (nb > nb_first) {
+      load_half(cur_view, nb - 1, stage, kV);
+    } else if (has_next) {
+      const View nxt(pair_slot[(iter + 1) & 1], next, args);
+      if (nxt.g.nb_end > nxt.g.nb_first) load_half(nxt, nxt.g.nb_end - 1, stage, kV);
+    }
   };
 
   int tile = blockIdx.x;
@@ -281,12 +310,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       const int n0 = nb * kBlockN;
       cp_async_wait<0>();
       __syncthreads();  // block nb (and Q) landed; every warp is done with the other stage
-      if (nb > nb_first) {
-        load_kv(cur, nb - 1, stage ^ 1);
-      } else if (has_next) {
-        const View nxt(pair_slot[(iter + 1) & 1], next, args);
-        if (nxt.g.nb_end > nxt.g.nb_first) load_kv(nxt, nxt.g.nb_end - 1, stage ^ 1);
-      }
+      load_next_half(cur, nb, nb_first, has_next, next, iter, stage ^ 1, false);
       cp_async_commit();
       const uint32_t k_stage = stage * kKVBytes, v_stage = stage * kKVBytes;
 
@@ -309,28 +333,31 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
             for (int e = 0; e < 4; ++e) s[ma][t][e] = 0.f;
 
+        // Q*K^T one reduction step of 16 at a time. The fragments of step
+        // ks + 1 load before step ks multiplies: with two warps per scheduler,
+        // ldmatrix latency only hides under a whole step of MMAs.
+        uint32_t a[2][kMAtoms][4], kb[2][kNTiles / 2][4];
+        auto load_step = [&](int ks, int buf) {
+          if constexpr (!T::kQInRegs) {
+#pragma unroll
+            for (int ma = 0; ma < kMAtoms; ++ma) ldmatrix_x4(a[buf][ma], q_lane.at(warp_row0 + ma * 16, 2 * ks));
+          }
+#pragma unroll
+          for (int np = 0; np < kNTiles / 2; ++np) ldmatrix_x4(kb[buf][np], k_lane.at(np * 16, 2 * ks) + k_stage);
+        };
+        load_step(0, 0);
 #pragma unroll
         for (int ks = 0; ks < kSteps; ++ks) {
-          uint32_t a[kMAtoms][4];
+          if (ks + 1 < kSteps) load_step(ks + 1, (ks + 1) & 1);
+          const int buf = ks & 1;
 #pragma unroll
-          for (int ma = 0; ma < kMAtoms; ++ma) {
-            if constexpr (T::kQInRegs) {
-#pragma unroll
-              for (int e = 0; e < 4; ++e) a[ma][e] = qf[ma][ks][e];
-            } else {
-              ldmatrix_x4(a[ma], q_lane.at(warp_row0 + ma * 16, 2 * ks));
-            }
-          }
-#pragma unroll
-          for (int np = 0; np < kNTiles / 2; ++np) {
-            uint32_t kb[4];
-            ldmatrix_x4(kb, k_lane.at(np * 16, 2 * ks) + k_stage);
+          for (int np = 0; np < kNTiles / 2; ++np)
 #pragma unroll
             for (int ma = 0; ma < kMAtoms; ++ma) {
-              mma_16816<Elem>(s[ma][2 * np], a[ma], kb[0], kb[1]);
-              mma_16816<Elem>(s[ma][2 * np + 1], a[ma], kb[2], kb[3]);
+              const uint32_t(&af)[4] = T::kQInRegs ? qf[ma][T::kQInRegs ? ks : 0] : a[buf][ma];
+              mma_16816<Elem>(s[ma][2 * np], af, kb[buf][np][0], kb[buf][np][1]);
+              mma_16816<Elem>(s[ma][2 * np + 1], af, kb[buf][np][2], kb[buf][np][3]);
             }
-          }
         }
 
         if (args.softcap > 0.f) {  // rare: cap * tanh(score * scale / cap), in place
@@ -412,6 +439,8 @@ __global__ void __launch_bounds__(kWarps * 32)
         }
       }
 
+      load_next_half(cur, nb, nb_first, has_next, next, iter, stage ^ 1, true);
+      cp_async_commit();
       if (nb == nb_first) {
         __syncthreads();  // every warp is done with Q: the next tile's Q may load
         if (has_next) load_q(View(pair_slot[(iter + 1) & 1], next, args));

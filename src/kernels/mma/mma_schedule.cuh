@@ -30,7 +30,8 @@ constexpr int bucket_for(int head_dim, int head_dim_v) {
 // A CTA of `warps` warps owns block_m = warps * 16 * m_atoms query rows (each
 // warp 16 * m_atoms consecutive rows) and walks the keys block_n at a time,
 // K and V double-buffered. Chosen per bucket from measurements
-// (bench/mma_tiles.md); shared memory (block_m + 4 * block_n) * bucket * 2
+// (bench/mma_tiles.md); shared memory (block_m + 4 * block_n) * pitch * 2
+// (pitch: the bucket rounded up to 64 elements, whole 128-byte lines per row)
 // bytes stays <= 96 KiB so that every claimed family (8.6/8.9/12.x allow 99 KiB
 // per block) takes the same shape.
 struct TileConfig {
@@ -40,7 +41,7 @@ struct TileConfig {
   constexpr int block_m() const { return warps * 16 * m_atoms; }
   constexpr int threads() const { return warps * 32; }
   constexpr size_t smem_bytes(int bucket) const {
-    return size_t(block_m() + 4 * block_n) * bucket * 2;
+    return size_t(block_m() + 4 * block_n) * ((bucket + 63) / 64 * 64) * 2;
   }
 };
 
