@@ -223,29 +223,13 @@ __global__ void __launch_bounds__(kWarps * 32)
     else
       T::template load<kBlockM>(sQ, view.q(p), p.q_row_stride, view.rows_valid, q_data_chunks);
   };
-  // K or V (kV) of key block nb of a tile into a stage.
-  auto load_half = [&](const View& view, int nb, int stage, bool kV) {
-    const int n0 = nb * kBlockN;
-    if (!kV)
-      T::template load<kBlockN>(sK + stage * kKVBytes, view.k(p) + n0 * p.k_row_stride,
-                                p.k_row_stride, view.g.seqlen_k - n0, q_data_chunks);
-    else
-      T::template load<kBlockN>(sV + stage * kKVBytes, view.v(p) + n0 * p.v_row_stride,
-                                p.v_row_stride, view.g.seqlen_k - n0, v_data_chunks);
-  };
+  // K and V of key block nb of a tile into a stage.
   auto load_kv = [&](const View& view, int nb, int stage) {
-    load_half(view, nb, stage, false);
-    load_half(view, nb, stage, true);
-  };
-  // K (then V) of the block after nb: of this tile, else the next tile's first.
-  auto load_next_half = [&](const View& cur_view, int nb, int nb_first, bool has_next, int next, int iter,
-                            int stage, bool kV) {
-    if (nb > nb_first) {
-      load_half(cur_view, nb - 1, stage, kV);
-    } else if (has_next) {
-      const View nxt(pair_slot[(iter + 1) & 1], next, args);
-      if (nxt.g.nb_end > nxt.g.nb_first) load_half(nxt, nxt.g.nb_end - 1, stage, kV);
-    }
+    const int n0 = nb * kBlockN;
+    T::template load<kBlockN>(sK + stage * kKVBytes, view.k(p) + n0 * p.k_row_stride,
+                              p.k_row_stride, view.g.seqlen_k - n0, q_data_chunks);
+    T::template load<kBlockN>(sV + stage * kKVBytes, view.v(p) + n0 * p.v_row_stride,
+                              p.v_row_stride, view.g.seqlen_k - n0, v_data_chunks);
   };
 
   int tile = blockIdx.x;
@@ -310,7 +294,12 @@ __global__ void __launch_bounds__(kWarps * 32)
       const int n0 = nb * kBlockN;
       cp_async_wait<0>();
       __syncthreads();  // block nb (and Q) landed; every warp is done with the other stage
-      load_next_half(cur, nb, nb_first, has_next, next, iter, stage ^ 1, false);
+      if (nb > nb_first) {
+        load_kv(cur, nb - 1, stage ^ 1);
+      } else if (has_next) {
+        const View nxt(pair_slot[(iter + 1) & 1], next, args);
+        if (nxt.g.nb_end > nxt.g.nb_first) load_kv(nxt, nxt.g.nb_end - 1, stage ^ 1);
+      }
       cp_async_commit();
       const uint32_t k_stage = stage * kKVBytes, v_stage = stage * kKVBytes;
 
@@ -333,31 +322,28 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
             for (int e = 0; e < 4; ++e) s[ma][t][e] = 0.f;
 
-        // Q*K^T one reduction step of 16 at a time. The fragments of step
-        // ks + 1 load before step ks multiplies: with two warps per scheduler,
-        // ldmatrix latency only hides under a whole step of MMAs.
-        uint32_t a[2][kMAtoms][4], kb[2][kNTiles / 2][4];
-        auto load_step = [&](int ks, int buf) {
-          if constexpr (!T::kQInRegs) {
-#pragma unroll
-            for (int ma = 0; ma < kMAtoms; ++ma) ldmatrix_x4(a[buf][ma], q_lane.at(warp_row0 + ma * 16, 2 * ks));
-          }
-#pragma unroll
-          for (int np = 0; np < kNTiles / 2; ++np) ldmatrix_x4(kb[buf][np], k_lane.at(np * 16, 2 * ks) + k_stage);
-        };
-        load_step(0, 0);
 #pragma unroll
         for (int ks = 0; ks < kSteps; ++ks) {
-          if (ks + 1 < kSteps) load_step(ks + 1, (ks + 1) & 1);
-          const int buf = ks & 1;
+          uint32_t a[kMAtoms][4];
 #pragma unroll
-          for (int np = 0; np < kNTiles / 2; ++np)
+          for (int ma = 0; ma < kMAtoms; ++ma) {
+            if constexpr (T::kQInRegs) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) a[ma][e] = qf[ma][ks][e];
+            } else {
+              ldmatrix_x4(a[ma], q_lane.at(warp_row0 + ma * 16, 2 * ks));
+            }
+          }
+#pragma unroll
+          for (int np = 0; np < kNTiles / 2; ++np) {
+            uint32_t kb[4];
+            ldmatrix_x4(kb, k_lane.at(np * 16, 2 * ks) + k_stage);
 #pragma unroll
             for (int ma = 0; ma < kMAtoms; ++ma) {
-              const uint32_t(&af)[4] = T::kQInRegs ? qf[ma][T::kQInRegs ? ks : 0] : a[buf][ma];
-              mma_16816<Elem>(s[ma][2 * np], af, kb[buf][np][0], kb[buf][np][1]);
-              mma_16816<Elem>(s[ma][2 * np + 1], af, kb[buf][np][2], kb[buf][np][3]);
+              mma_16816<Elem>(s[ma][2 * np], a[ma], kb[0], kb[1]);
+              mma_16816<Elem>(s[ma][2 * np + 1], a[ma], kb[2], kb[3]);
             }
+          }
         }
 
         if (args.softcap > 0.f) {  // rare: cap * tanh(score * scale / cap), in place
@@ -439,8 +425,6 @@ __global__ void __launch_bounds__(kWarps * 32)
         }
       }
 
-      load_next_half(cur, nb, nb_first, has_next, next, iter, stage ^ 1, true);
-      cp_async_commit();
       if (nb == nb_first) {
         __syncthreads();  // every warp is done with Q: the next tile's Q may load
         if (has_next) load_q(View(pair_slot[(iter + 1) & 1], next, args));
@@ -551,11 +535,22 @@ int launch_fwd_tiles(const FwdParams& p) {
   return cudaGetLastError();
 }
 
-// The library's instantiation of a bucket: its measured tile shape.
+// The library's instantiation of a bucket: its measured tile shapes, one
+// picked per call (tile_shape).
 template <class Elem, int kBucket>
 int launch_fwd(const FwdParams& p) {
-  constexpr TileConfig cfg = tile_config(kBucket);
-  return launch_fwd_tiles<Elem, kBucket, cfg.warps, cfg.m_atoms, cfg.block_n>(p);
+  constexpr TileConfig kStandard = tile_config(kBucket);
+  constexpr TileConfig kShort = tile_config(kBucket, TileShape::short_rows);
+  constexpr TileConfig kLarge = tile_config(kBucket, TileShape::large_smem);
+  size_t smem_per_block = 0;
+  if (int err = smem_per_block_optin(p.device, &smem_per_block); err != cudaSuccess) return err;
+  switch (tile_shape(p, kBucket, smem_per_block)) {
+    case TileShape::short_rows:
+      return launch_fwd_tiles<Elem, kBucket, kShort.warps, kShort.m_atoms, kShort.block_n>(p);
+    case TileShape::large_smem:
+      return launch_fwd_tiles<Elem, kBucket, kLarge.warps, kLarge.m_atoms, kLarge.block_n>(p);
+    default: return launch_fwd_tiles<Elem, kBucket, kStandard.warps, kStandard.m_atoms, kStandard.block_n>(p);
+  }
 }
 
 }  // namespace vflash::mma

@@ -44,7 +44,7 @@ int launch(const FwdParams& p) {
 }
 
 size_t workspace_bytes(const FwdParams& p) {
-  return tile_list_bytes(p, tokens_per_tile(p, tile_config(bucket_for(p.head_dim, p.head_dim_v)).block_m()));
+  return tile_list_bytes_any_shape(p, bucket_for(p.head_dim, p.head_dim_v));
 }
 
 const void* probe_symbol() { return tile_list_symbol(); }

@@ -29,11 +29,8 @@ constexpr int bucket_for(int head_dim, int head_dim_v) {
 
 // A CTA of `warps` warps owns block_m = warps * 16 * m_atoms query rows (each
 // warp 16 * m_atoms consecutive rows) and walks the keys block_n at a time,
-// K and V double-buffered. Chosen per bucket from measurements
-// (bench/mma_tiles.md); shared memory (block_m + 4 * block_n) * pitch * 2
-// (pitch: the bucket rounded up to 64 elements, whole 128-byte lines per row)
-// bytes stays <= 96 KiB so that every claimed family (8.6/8.9/12.x allow 99 KiB
-// per block) takes the same shape.
+// K and V double-buffered. Shared memory: (block_m + 4 * block_n) * pitch * 2
+// bytes (pitch: the bucket rounded up to 64 elements, whole 128-byte lines per row).
 struct TileConfig {
   int warps;
   int m_atoms;
@@ -43,18 +40,31 @@ struct TileConfig {
   constexpr size_t smem_bytes(int bucket) const {
     return size_t(block_m() + 4 * block_n) * ((bucket + 63) / 64 * 64) * 2;
   }
+  constexpr bool operator==(const TileConfig&) const = default;
 };
 
-constexpr TileConfig tile_config(int bucket) {
+// A bucket's shapes, chosen from measurements (bench/mma_tiles.md). The
+// standard shape stays within 96 KiB of shared memory, so that every claimed
+// family (8.6/8.9/12.x allow 99 KiB per block) can run it; where measured
+// faster, a call takes
+//   short_rows: 64-row tiles when its sequences fill at most 64 rows of a
+//               128-row tile (at most 64 query tokens, heads stacked included):
+//               the standard tile would run half empty;
+//   large_smem: a shape of more than 96 KiB on devices that give a block that
+//               much (8.0, 9.0, 10.x).
+// A bucket without such an alternative returns its standard shape.
+enum class TileShape { standard, short_rows, large_smem };
+
+constexpr TileConfig tile_config(int bucket, TileShape shape = TileShape::standard) {
   switch (bucket) {
-    case 32: return {4, 2, 64};
-    case 64: return {4, 2, 64};
-    case 80: return {4, 2, 64};
-    case 96: return {4, 2, 64};
-    case 128: return {4, 2, 64};
-    case 160: return {8, 1, 32};
+    case 32:
+    case 64:
+    case 80:
+    case 96:
+    case 128: return shape == TileShape::short_rows ? TileConfig{4, 1, 64} : TileConfig{4, 2, 64};
+    case 160:
     case 192: return {8, 1, 32};
-    default: return {8, 1, 16};
+    default: return shape == TileShape::large_smem ? TileConfig{8, 1, 32} : TileConfig{8, 1, 16};
   }
 }
 
@@ -119,6 +129,19 @@ inline int stacked_heads(const FwdParams& p, int block_m) {
 }
 inline int tokens_per_tile(const FwdParams& p, int block_m) { return block_m / stacked_heads(p, block_m); }
 
+// The shape a call takes, given the shared memory a block may opt in to on
+// its device (cudaDevAttrMaxSharedMemoryPerBlockOptin).
+inline TileShape tile_shape(const FwdParams& p, int bucket, size_t smem_per_block) {
+  const TileConfig standard = tile_config(bucket);
+  const TileConfig short_rows = tile_config(bucket, TileShape::short_rows);
+  const int max_q = p.is_varlen() ? p.max_seqlen_q : p.seqlen_q;
+  if (short_rows != standard && int64_t(max_q) * stacked_heads(p, standard.block_m()) <= short_rows.block_m())
+    return TileShape::short_rows;
+  const TileConfig large = tile_config(bucket, TileShape::large_smem);
+  if (large != standard && large.smem_bytes(bucket) <= smem_per_block) return TileShape::large_smem;
+  return TileShape::standard;
+}
+
 inline int64_t max_query_blocks(const FwdParams& p, int block_m) {
   if (p.is_varlen()) return (p.total_q + block_m - 1) / block_m + p.batch;
   return int64_t(p.batch) * ((p.seqlen_q + block_m - 1) / block_m);
@@ -127,6 +150,19 @@ inline int64_t max_query_blocks(const FwdParams& p, int block_m) {
 inline size_t tile_list_bytes(const FwdParams& p, int block_m) {
   return sizeof(TileListHeader) + sizeof(TilePair) * size_t(max_query_blocks(p, block_m));
 }
+
+// Workspace of a call of `bucket`, whichever of the bucket's shapes it takes.
+inline size_t tile_list_bytes_any_shape(const FwdParams& p, int bucket) {
+  size_t bytes = 0;
+  for (TileShape shape : {TileShape::standard, TileShape::short_rows, TileShape::large_smem}) {
+    const size_t b = tile_list_bytes(p, tokens_per_tile(p, tile_config(bucket, shape).block_m()));
+    bytes = b > bytes ? b : bytes;
+  }
+  return bytes;
+}
+
+// Shared memory a block may opt in to on `device` (queried once per device).
+int smem_per_block_optin(int device, size_t* bytes);
 
 // Launches the prepass on params.stream; pairs are (sequence, query block).
 int launch_tile_list(const FwdParams& p, int block_m, int block_n, TileListHeader* header,
