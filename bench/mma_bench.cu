@@ -341,14 +341,22 @@ int run_checks() {
   }
   long failed = 0, runs = 0;
   for (const Case& c : cases) failed += check_case(c, seed ^ std::hash<std::string>{}(c.name)) != 0, ++runs;
-  // The standard d256 shape, which the library only picks on devices with at
-  // most 99 KiB of shared memory per block (8.6, 8.9, 12.x), launched directly.
-  constexpr mma::TileConfig k256 = mma::tile_config(256);
+  // The d256 shapes the library picks on devices with less shared memory per
+  // block than this one (8.6/8.9/12.x: standard; 8.0: smem_128k), launched directly.
   for (const Case& c : cases) {
     if (mma::bucket_for(c.d, c.dv) != 256) continue;
-    const LaunchFn fn = c.dtype == DType::bf16 ? &mma::launch_fwd_tiles<__nv_bfloat16, 256, k256.warps, k256.m_atoms, k256.block_n>
-                                               : &mma::launch_fwd_tiles<__half, 256, k256.warps, k256.m_atoms, k256.block_n>;
-    failed += check_case(c, seed ^ std::hash<std::string>{}(c.name), fn, " (standard d256 shape)") != 0, ++runs;
+    const bool bf16 = c.dtype == DType::bf16;
+    const uint64_t s = seed ^ std::hash<std::string>{}(c.name);
+    using mma::TileShape;
+    failed += check_case(c, s,
+                         bf16 ? &mma::launch_fwd_shape<__nv_bfloat16, 256, TileShape::standard>
+                              : &mma::launch_fwd_shape<__half, 256, TileShape::standard>,
+                         " (standard d256 shape)") != 0;
+    failed += check_case(c, s,
+                         bf16 ? &mma::launch_fwd_shape<__nv_bfloat16, 256, TileShape::smem_128k>
+                              : &mma::launch_fwd_shape<__half, 256, TileShape::smem_128k>,
+                         " (128 KiB d256 shape)") != 0;
+    runs += 2;
   }
   std::printf("checks: %ld runs, %ld failed (seed %llu)\n", runs, failed, (unsigned long long)seed);
   return failed ? 1 : 0;
@@ -444,14 +452,15 @@ struct Candidate {
 #define VFLASH_CANDIDATE(B, W, MA, N) \
   Candidate{B, #W "w x" #MA " n" #N, &mma::launch_fwd_tiles<__nv_bfloat16, B, W, MA, N>, W * 16 * MA}
 #ifdef VFLASH_BENCH_TILES
-// (8, 1, 32) at 256 needs 128 KiB of shared memory: Hopper-only, timed for reference.
+// (8, 1, 32) and (8, 1, 64) at 256 need 128 and 192 KiB of shared memory.
 const Candidate kCandidates[] = {
     VFLASH_CANDIDATE(64, 4, 2, 64),  VFLASH_CANDIDATE(64, 8, 1, 64),  VFLASH_CANDIDATE(64, 4, 2, 32),
     VFLASH_CANDIDATE(64, 4, 2, 128), VFLASH_CANDIDATE(64, 4, 1, 64),  VFLASH_CANDIDATE(80, 4, 2, 64),
     VFLASH_CANDIDATE(80, 4, 1, 64),  VFLASH_CANDIDATE(80, 8, 1, 64),  VFLASH_CANDIDATE(80, 4, 2, 32),
     VFLASH_CANDIDATE(128, 4, 2, 64), VFLASH_CANDIDATE(128, 4, 2, 32), VFLASH_CANDIDATE(128, 8, 1, 64),
     VFLASH_CANDIDATE(128, 8, 1, 32), VFLASH_CANDIDATE(128, 4, 1, 64),
-    VFLASH_CANDIDATE(256, 8, 1, 16), VFLASH_CANDIDATE(256, 8, 1, 32),
+    VFLASH_CANDIDATE(256, 8, 1, 16), VFLASH_CANDIDATE(256, 8, 1, 32), VFLASH_CANDIDATE(256, 8, 1, 64),
+    VFLASH_CANDIDATE(64, 8, 2, 64),
 };
 #else
 const Candidate kCandidates[] = {VFLASH_CANDIDATE(80, 4, 2, 64)};

@@ -537,19 +537,21 @@ int launch_fwd_tiles(const FwdParams& p) {
 
 // The library's instantiation of a bucket: its measured tile shapes, one
 // picked per call (tile_shape).
+template <class Elem, int kBucket, TileShape kShape>
+int launch_fwd_shape(const FwdParams& p) {
+  constexpr TileConfig c = tile_config(kBucket, kShape);
+  return launch_fwd_tiles<Elem, kBucket, c.warps, c.m_atoms, c.block_n>(p);
+}
+
 template <class Elem, int kBucket>
 int launch_fwd(const FwdParams& p) {
-  constexpr TileConfig kStandard = tile_config(kBucket);
-  constexpr TileConfig kShort = tile_config(kBucket, TileShape::short_rows);
-  constexpr TileConfig kLarge = tile_config(kBucket, TileShape::large_smem);
   size_t smem_per_block = 0;
   if (int err = smem_per_block_optin(p.device, &smem_per_block); err != cudaSuccess) return err;
   switch (tile_shape(p, kBucket, smem_per_block)) {
-    case TileShape::short_rows:
-      return launch_fwd_tiles<Elem, kBucket, kShort.warps, kShort.m_atoms, kShort.block_n>(p);
-    case TileShape::large_smem:
-      return launch_fwd_tiles<Elem, kBucket, kLarge.warps, kLarge.m_atoms, kLarge.block_n>(p);
-    default: return launch_fwd_tiles<Elem, kBucket, kStandard.warps, kStandard.m_atoms, kStandard.block_n>(p);
+    case TileShape::short_rows: return launch_fwd_shape<Elem, kBucket, TileShape::short_rows>(p);
+    case TileShape::smem_192k: return launch_fwd_shape<Elem, kBucket, TileShape::smem_192k>(p);
+    case TileShape::smem_128k: return launch_fwd_shape<Elem, kBucket, TileShape::smem_128k>(p);
+    default: return launch_fwd_shape<Elem, kBucket, TileShape::standard>(p);
   }
 }
 

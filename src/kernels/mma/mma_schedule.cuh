@@ -50,10 +50,11 @@ struct TileConfig {
 //   short_rows: 64-row tiles when its sequences fill at most 64 rows of a
 //               128-row tile (at most 64 query tokens, heads stacked included):
 //               the standard tile would run half empty;
-//   large_smem: a shape of more than 96 KiB on devices that give a block that
-//               much (8.0, 9.0, 10.x).
+//   smem_192k, smem_128k: longer key blocks on devices that give a block that
+//               much shared memory (9.0 and 10.x: 227 KiB; 8.0: 163 KiB), the
+//               largest that fits.
 // A bucket without such an alternative returns its standard shape.
-enum class TileShape { standard, short_rows, large_smem };
+enum class TileShape { standard, short_rows, smem_192k, smem_128k };
 
 constexpr TileConfig tile_config(int bucket, TileShape shape = TileShape::standard) {
   switch (bucket) {
@@ -64,9 +65,15 @@ constexpr TileConfig tile_config(int bucket, TileShape shape = TileShape::standa
     case 128: return shape == TileShape::short_rows ? TileConfig{4, 1, 64} : TileConfig{4, 2, 64};
     case 160:
     case 192: return {8, 1, 32};
-    default: return shape == TileShape::large_smem ? TileConfig{8, 1, 32} : TileConfig{8, 1, 16};
+    default:
+      return shape == TileShape::smem_192k   ? TileConfig{8, 1, 64}
+             : shape == TileShape::smem_128k ? TileConfig{8, 1, 32}
+                                             : TileConfig{8, 1, 16};
   }
 }
+
+inline constexpr TileShape kTileShapes[] = {TileShape::standard, TileShape::short_rows, TileShape::smem_192k,
+                                            TileShape::smem_128k};
 
 // Rows/keys of sequence b.
 struct SeqExtent {
@@ -137,8 +144,10 @@ inline TileShape tile_shape(const FwdParams& p, int bucket, size_t smem_per_bloc
   const int max_q = p.is_varlen() ? p.max_seqlen_q : p.seqlen_q;
   if (short_rows != standard && int64_t(max_q) * stacked_heads(p, standard.block_m()) <= short_rows.block_m())
     return TileShape::short_rows;
-  const TileConfig large = tile_config(bucket, TileShape::large_smem);
-  if (large != standard && large.smem_bytes(bucket) <= smem_per_block) return TileShape::large_smem;
+  for (TileShape larger : {TileShape::smem_192k, TileShape::smem_128k}) {
+    const TileConfig c = tile_config(bucket, larger);
+    if (c != standard && c.smem_bytes(bucket) <= smem_per_block) return larger;
+  }
   return TileShape::standard;
 }
 
@@ -154,7 +163,7 @@ inline size_t tile_list_bytes(const FwdParams& p, int block_m) {
 // Workspace of a call of `bucket`, whichever of the bucket's shapes it takes.
 inline size_t tile_list_bytes_any_shape(const FwdParams& p, int bucket) {
   size_t bytes = 0;
-  for (TileShape shape : {TileShape::standard, TileShape::short_rows, TileShape::large_smem}) {
+  for (TileShape shape : kTileShapes) {
     const size_t b = tile_list_bytes(p, tokens_per_tile(p, tile_config(bucket, shape).block_m()));
     bytes = b > bytes ? b : bytes;
   }
