@@ -24,7 +24,7 @@ namespace vflash::mma {
 
 struct FwdArgs {
   FwdParams p;
-  const TileListHeader* header;
+  TileListHeader* header;
   const TilePair* pairs;
   float exp2_scale;  // score -> log2 units: softmax_scale*log2e (log2e after the softcap)
   float softcap;     // 0: none; else scores become softcap * tanh(score * softcap_in)
@@ -190,6 +190,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   // block i + 1 (or the next tile's first block) loads into the other.
   extern __shared__ __align__(128) uint4 smem[];
   __shared__ TilePair pair_slot[2];  // this tile's and the next one's
+  __shared__ int next_slot[2];       // the tile after this one (per tile parity)
   const uint32_t sQ = smem_addr(smem);
   const uint32_t sK = sQ + kBlockM * T::kRowBytes;
   const uint32_t sV = sK + 2 * kKVBytes;
@@ -207,6 +208,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   const LaneOffsets<kChunks> v_lane(sV, lane & 15, lane >> 4);
   const int head_groups = p.heads_q / args.pack;
   const int num_tiles = args.header->num_pairs * head_groups;
+  const bool equal_costs = args.header->equal_costs != 0;
 
   // Thread 0 copies a tile's pair into a slot (complete after the next wait).
   auto fetch_pair = [&](int tile, int slot) {
@@ -247,11 +249,21 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 
   for (int iter = 0;; ++iter) {
-    // Tiles go round-robin over the longest-first list.
-    const int next = tile + int(gridDim.x);
-    const bool has_next = next < num_tiles;
-    if (has_next) fetch_pair(next, (iter + 1) & 1);
+    // Uneven tiles (causal, mixed lengths) go to the CTAs as they ask:
+    // thread 0 claims the next tile of the longest-first list when this one
+    // starts (a fixed round-robin left the CTA with the longest tiles up to a
+    // longest tile behind: 8-12 % on causal and mixed-length calls). Equal
+    // tiles go round-robin, which measured 2-4 % faster on 64-token windows.
+    // The next tile reaches the other threads through shared memory, read only
+    // after the next barrier.
+    if (tid == 0) {
+      const int claimed = equal_costs ? tile + int(gridDim.x) : int(gridDim.x) + atomicAdd(&args.header->claimed, 1);
+      next_slot[iter & 1] = claimed;
+      if (claimed < num_tiles) fetch_pair(claimed, (iter + 1) & 1);
+    }
     cp_async_commit();
+    const auto next = [&] { return next_slot[iter & 1]; };
+    const auto has_next = [&] { return next_slot[iter & 1] < num_tiles; };
     const View cur(pair_slot[iter & 1], tile, args);
     const int sq = cur.g.seqlen_q, sk = cur.g.seqlen_k, m0 = cur.g.m0;
     const int rows_valid = cur.rows_valid, m_last = m0 + cur.tokens_valid - 1;
@@ -282,8 +294,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     if (nb_end == nb_first) {  // no key visible: start the next tile's loads
       cp_async_wait<0>();
       __syncthreads();
-      if (has_next) {
-        const View nxt(pair_slot[(iter + 1) & 1], next, args);
+      if (has_next()) {
+        const View nxt(pair_slot[(iter + 1) & 1], next(), args);
         load_q(nxt);
         if (nxt.g.nb_end > nxt.g.nb_first) load_kv(nxt, nxt.g.nb_end - 1, stage);
       }
@@ -296,8 +308,8 @@ __global__ void __launch_bounds__(kWarps * 32)
       __syncthreads();  // block nb (and Q) landed; every warp is done with the other stage
       if (nb > nb_first) {
         load_kv(cur, nb - 1, stage ^ 1);
-      } else if (has_next) {
-        const View nxt(pair_slot[(iter + 1) & 1], next, args);
+      } else if (has_next()) {
+        const View nxt(pair_slot[(iter + 1) & 1], next(), args);
         if (nxt.g.nb_end > nxt.g.nb_first) load_kv(nxt, nxt.g.nb_end - 1, stage ^ 1);
       }
       cp_async_commit();
@@ -427,7 +439,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 
       if (nb == nb_first) {
         __syncthreads();  // every warp is done with Q: the next tile's Q may load
-        if (has_next) load_q(View(pair_slot[(iter + 1) & 1], next, args));
+        if (has_next()) load_q(View(pair_slot[(iter + 1) & 1], next(), args));
         cp_async_commit();
       }
 
@@ -479,8 +491,8 @@ __global__ void __launch_bounds__(kWarps * 32)
         }
       }
     }
-    if (!has_next) break;
-    tile = next;
+    if (!has_next()) break;
+    tile = next();
   }
   cp_async_wait<0>();
 }

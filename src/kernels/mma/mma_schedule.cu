@@ -64,8 +64,15 @@ __global__ void __launch_bounds__(kPrepassThreads)
   }
   __syncthreads();
   const int offset = incl - count + (warp > 0 ? warp_totals[warp - 1] : 0);
+  const int total = warp_totals[kPrepassThreads / 32 - 1];
   bins[tid] = offset;
-  if (tid == kPrepassThreads - 1) header->num_pairs = offset + count;
+  if (tid == 0) {
+    header->num_pairs = total;
+    header->claimed = 0;
+    header->equal_costs = 1;
+  }
+  __syncthreads();
+  if (count > 0 && count < total) header->equal_costs = 0;  // pairs in more than one bin
   __syncthreads();
   for_each_pair(p, block_m, block_n, [&](const TilePair& pair, int bin) {
     pairs[atomicAdd(&bins[bin], 1)] = pair;

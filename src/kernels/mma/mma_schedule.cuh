@@ -122,7 +122,9 @@ struct alignas(16) TilePair {
 // Workspace: a 16-byte header then the pairs, most key blocks first.
 struct alignas(16) TileListHeader {
   int num_pairs;
-  int pad[3];
+  int claimed;      // tiles past the first gridDim.x that CTAs have claimed (zeroed by the prepass)
+  int equal_costs;  // 1: every pair visits as many key blocks (and gets the same bin)
+  int pad;
 };
 
 // Query heads of one key/value head stacked in a tile's rows (tile row r is
