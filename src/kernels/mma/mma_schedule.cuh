@@ -1,9 +1,11 @@
 // Tile shapes per head-dim bucket, the key-block range of a query block, and
 // the varlen tile list: a prepass kernel writes the (sequence, query block)
 // pairs that exist, most key blocks first, into the caller's workspace; the
-// persistent main kernel walks the (pair, head) tiles round-robin (CTA c takes
-// tiles c, c + grid, ...), so the longest start first and the short ones fill
-// in. No host synchronisation, no block launched for absent work.
+// persistent main kernel takes the (pair, head) tiles in that order (CTA c
+// starts with tile c, then claims the next one through the list's header, or
+// takes c + grid, ... when all tiles cost the same), so the longest start
+// first and the short ones fill in. No host synchronisation, no block launched
+// for absent work.
 #pragma once
 
 #include <cstddef>
