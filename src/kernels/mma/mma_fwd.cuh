@@ -561,6 +561,7 @@ int launch_fwd(const FwdParams& p) {
   if (int err = smem_per_block_optin(p.device, &smem_per_block); err != cudaSuccess) return err;
   switch (tile_shape(p, kBucket, smem_per_block)) {
     case TileShape::short_rows: return launch_fwd_shape<Elem, kBucket, TileShape::short_rows>(p);
+    case TileShape::short_seqs: return launch_fwd_shape<Elem, kBucket, TileShape::short_seqs>(p);
     case TileShape::smem_192k: return launch_fwd_shape<Elem, kBucket, TileShape::smem_192k>(p);
     case TileShape::smem_128k: return launch_fwd_shape<Elem, kBucket, TileShape::smem_128k>(p);
     default: return launch_fwd_shape<Elem, kBucket, TileShape::standard>(p);

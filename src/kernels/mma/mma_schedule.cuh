@@ -52,11 +52,13 @@ struct TileConfig {
 //   short_rows: 64-row tiles when its sequences fill at most 64 rows of a
 //               128-row tile (at most 64 query tokens, heads stacked included):
 //               the standard tile would run half empty;
+//   short_seqs: the same with 32-key blocks when the keys, too, fit one 64-key
+//               block: less shared memory, so a third CTA fits on an SM;
 //   smem_192k, smem_128k: longer key blocks on devices that give a block that
 //               much shared memory (9.0 and 10.x: 227 KiB; 8.0: 163 KiB), the
 //               largest that fits.
 // A bucket without such an alternative returns its standard shape.
-enum class TileShape { standard, short_rows, smem_192k, smem_128k };
+enum class TileShape { standard, short_rows, short_seqs, smem_192k, smem_128k };
 
 constexpr TileConfig tile_config(int bucket, TileShape shape = TileShape::standard) {
   switch (bucket) {
@@ -64,7 +66,10 @@ constexpr TileConfig tile_config(int bucket, TileShape shape = TileShape::standa
     case 64:
     case 80:
     case 96:
-    case 128: return shape == TileShape::short_rows ? TileConfig{4, 1, 64} : TileConfig{4, 2, 64};
+    case 128:
+      return shape == TileShape::short_rows   ? TileConfig{4, 1, 64}
+             : shape == TileShape::short_seqs ? TileConfig{4, 1, 32}
+                                              : TileConfig{4, 2, 64};
     case 160:
     case 192: return {8, 1, 32};
     default:
@@ -74,8 +79,8 @@ constexpr TileConfig tile_config(int bucket, TileShape shape = TileShape::standa
   }
 }
 
-inline constexpr TileShape kTileShapes[] = {TileShape::standard, TileShape::short_rows, TileShape::smem_192k,
-                                            TileShape::smem_128k};
+inline constexpr TileShape kTileShapes[] = {TileShape::standard, TileShape::short_rows, TileShape::short_seqs,
+                                            TileShape::smem_192k, TileShape::smem_128k};
 
 // Rows/keys of sequence b.
 struct SeqExtent {
@@ -146,8 +151,10 @@ inline TileShape tile_shape(const FwdParams& p, int bucket, size_t smem_per_bloc
   const TileConfig standard = tile_config(bucket);
   const TileConfig short_rows = tile_config(bucket, TileShape::short_rows);
   const int max_q = p.is_varlen() ? p.max_seqlen_q : p.seqlen_q;
-  if (short_rows != standard && int64_t(max_q) * stacked_heads(p, standard.block_m()) <= short_rows.block_m())
-    return TileShape::short_rows;
+  if (short_rows != standard && int64_t(max_q) * stacked_heads(p, standard.block_m()) <= short_rows.block_m()) {
+    const int max_k = p.is_varlen() ? p.max_seqlen_k : p.seqlen_k;
+    return max_k <= short_rows.block_n ? TileShape::short_seqs : TileShape::short_rows;
+  }
   for (TileShape larger : {TileShape::smem_192k, TileShape::smem_128k}) {
     const TileConfig c = tile_config(bucket, larger);
     if (c != standard && c.smem_bytes(bucket) <= smem_per_block) return larger;
