@@ -80,6 +80,11 @@ struct FwdTile {
   static constexpr int kNTiles = kBlockN / 8;
   // Q fragments stay in registers when small; otherwise re-read per block.
   static constexpr bool kQInRegs = kMAtoms * kSteps * 4 <= 40;
+  // Where a tile's last block hands Q's buffer to the next tile: right after
+  // Q*K^T for the 8-warp shapes (softmax and P*V then run as one stretch:
+  // d256 +5 %), after the softmax for the others (d128 -10 % with the early
+  // hand-off: spills).
+  static constexpr bool kEarlyQLoad = kWarps == 8;
   static_assert(kBlockN % 16 == 0 && kBucket % 16 == 0);
 
   // Issue cp.async of a [kRows][kChunks] tile whose row 0 is at g; rows >=
@@ -177,7 +182,13 @@ struct TileView {
   }
 };
 
-template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN>
+// kRowBounds: the call has a causal mask or a window (per-row key bounds);
+// without, the only mask is the sequence end, and the kernel keeps none of
+// the per-row code (its own instantiation, so that the row mask's form never
+// changes how ptxas allocates and schedules the unmasked loop: a cheaper row
+// mask measured -3..-5 % on vision shapes, which never execute it, when both
+// shared one kernel).
+template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN, bool kRowBounds>
 __global__ void __launch_bounds__(kWarps * 32)
     fwd_kernel(const __grid_constant__ FwdArgs args) {
   using T = FwdTile<Elem, kBucket, kWarps, kMAtoms, kBlockN>;
@@ -272,8 +283,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     // Mask bounds relative to the row: key j visible to row i when
     // i + lo <= j <= i + hi; has_* false when the bound excludes nothing.
     const int64_t shift = int64_t(sk) - sq;
-    const bool has_lo = p.window_left >= 0 && shift - p.window_left + (sq - 1) > 0;
-    const bool has_hi = p.window_right >= 0 && shift + p.window_right < sk - 1;
+    const bool has_lo = kRowBounds && p.window_left >= 0 && shift - p.window_left + (sq - 1) > 0;
+    const bool has_hi = kRowBounds && p.window_right >= 0 && shift + p.window_right < sk - 1;
     const int lo = has_lo ? int(shift - p.window_left) : 0;
     const int hi = has_hi ? int(shift + p.window_right) : 0;
 
@@ -315,7 +326,14 @@ __global__ void __launch_bounds__(kWarps * 32)
       cp_async_commit();
       const uint32_t k_stage = stage * kKVBytes, v_stage = stage * kKVBytes;
 
+      // Every warp is done with Q at a tile's last block: the next tile's Q may load.
+      const auto load_next_q = [&] {
+        __syncthreads();
+        if (has_next()) load_q(View(pair_slot[(iter + 1) & 1], next(), args));
+        cp_async_commit();
+      };
       uint32_t pf[kMAtoms][kBlockN / 16][4];  // P as A fragments of P*V
+      float s[kMAtoms][kNTiles][4];
       if (warp_active) {
         if constexpr (T::kQInRegs) {
           if (nb == nb_end - 1) {
@@ -326,7 +344,6 @@ __global__ void __launch_bounds__(kWarps * 32)
                 ldmatrix_x4(qf[ma][ks], q_lane.at(warp_row0 + ma * 16, 2 * ks));
           }
         }
-        float s[kMAtoms][kNTiles][4];
 #pragma unroll
         for (int ma = 0; ma < kMAtoms; ++ma)
 #pragma unroll
@@ -357,7 +374,12 @@ __global__ void __launch_bounds__(kWarps * 32)
             }
           }
         }
+      }
+      if constexpr (T::kEarlyQLoad) {
+        if (nb == nb_first) load_next_q();
+      }
 
+      if (warp_active) {
         if (args.softcap > 0.f) {  // rare: cap * tanh(score * scale / cap), in place
 #pragma unroll
           for (int ma = 0; ma < kMAtoms; ++ma)
@@ -369,24 +391,35 @@ __global__ void __launch_bounds__(kWarps * 32)
         const bool needs_mask = n0 + kBlockN > sk || (has_hi && n0 + kBlockN - 1 > m0 + hi) ||
                                 (has_lo && n0 < int64_t(m_last) + lo);
         if (needs_mask) {
-          int row_token[kMAtoms][2];  // sequence row of the thread's rows (lane / 4, + 8) per m atom
+          if constexpr (kRowBounds) {
+            // Row i sees columns [i + lo, i + hi] of [0, sk): as offsets from
+            // the thread's first column, so each entry tests its own
+            // compile-time offset against two per-row bounds.
+            const int col0 = n0 + 2 * (lane & 3);
 #pragma unroll
-          for (int ma = 0; ma < kMAtoms; ++ma)
+            for (int ma = 0; ma < kMAtoms; ++ma)
 #pragma unroll
-            for (int half = 0; half < 2; ++half)
-              row_token[ma][half] = m0 + (warp_row0 + ma * 16 + (lane >> 2) + half * 8) / args.pack;
+              for (int half = 0; half < 2; ++half) {
+                const int row = m0 + (warp_row0 + ma * 16 + (lane >> 2) + half * 8) / args.pack;
+                const int first = has_lo ? row + lo - col0 : -kBlockN;
+                const int last = (has_hi ? min(row + hi, sk - 1) : sk - 1) - col0;
 #pragma unroll
-          for (int ma = 0; ma < kMAtoms; ++ma)
+                for (int t = 0; t < kNTiles; ++t)
 #pragma unroll
-            for (int t = 0; t < kNTiles; ++t)
-#pragma unroll
-              for (int e = 0; e < 4; ++e) {
-                const int row = row_token[ma][e >> 1];
-                const int col = n0 + t * 8 + 2 * (lane & 3) + (e & 1);
-                const bool visible =
-                    col < sk && (!has_lo || col >= row + lo) && (!has_hi || col <= row + hi);
-                if (!visible) s[ma][t][e] = -INFINITY;
+                  for (int e = 0; e < 2; ++e) {
+                    const int off = t * 8 + e;
+                    if (off < first || off > last) s[ma][t][2 * half + e] = -INFINITY;
+                  }
               }
+          } else {
+#pragma unroll
+            for (int ma = 0; ma < kMAtoms; ++ma)
+#pragma unroll
+              for (int t = 0; t < kNTiles; ++t)
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                  if (n0 + t * 8 + 2 * (lane & 3) + (e & 1) >= sk) s[ma][t][e] = -INFINITY;
+          }
         }
 
         // Online softmax: rows lane/4 and lane/4 + 8 of each m atom; a row's
@@ -437,10 +470,8 @@ __global__ void __launch_bounds__(kWarps * 32)
         }
       }
 
-      if (nb == nb_first) {
-        __syncthreads();  // every warp is done with Q: the next tile's Q may load
-        if (has_next()) load_q(View(pair_slot[(iter + 1) & 1], next(), args));
-        cp_async_commit();
+      if constexpr (!T::kEarlyQLoad) {
+        if (nb == nb_first) load_next_q();
       }
 
       if (warp_active) {
@@ -512,25 +543,22 @@ int launch_fwd_tiles(const FwdParams& p) {
   auto* pairs = reinterpret_cast<TilePair*>(header + 1);
   if (int err = launch_tile_list(p, tokens, kBlockN, header, pairs); err != cudaSuccess) return err;
 
-  auto kernel = fwd_kernel<Elem, kBucket, kWarps, kMAtoms, kBlockN>;
+  auto kernel = p.has_window() ? fwd_kernel<Elem, kBucket, kWarps, kMAtoms, kBlockN, true>
+                                : fwd_kernel<Elem, kBucket, kWarps, kMAtoms, kBlockN, false>;
   constexpr size_t smem = cfg.smem_bytes(kBucket);
-  // CTAs per device, per device ordinal (set up once: attribute and occupancy).
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> resident[kMaxDevices] = {};
-  const int dev = p.device;
-  if (dev < 0 || dev >= kMaxDevices) return cudaErrorInvalidDevice;
-  int ctas = resident[dev].load(std::memory_order_relaxed);
-  if (ctas == 0) {
-    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  // CTAs per device (set up once per kernel and device: attribute and occupancy).
+  static PerDevice resident_masked, resident_unmasked;
+  int ctas = 0;
+  const int err = (p.has_window() ? resident_masked : resident_unmasked).get(p.device, &ctas, [&](int dev, int* value) {
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     int per_sm = 0, sms = 0;
-    if (err == cudaSuccess)
-      err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, cfg.threads(), smem);
-    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    if (err != cudaSuccess) return err;
-    if (per_sm == 0) return cudaErrorInvalidConfiguration;
-    ctas = per_sm * sms;
-    resident[dev].store(ctas, std::memory_order_relaxed);
-  }
+    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, cfg.threads(), smem);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    if (e == cudaSuccess && per_sm == 0) e = cudaErrorInvalidConfiguration;
+    *value = per_sm * sms;
+    return int(e);
+  });
+  if (err != cudaSuccess) return err;
 
   FwdArgs args;
   args.p = p;

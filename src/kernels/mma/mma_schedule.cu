@@ -3,8 +3,6 @@
 // persistent main kernel starts the longest tiles first.
 #include <cuda_runtime.h>
 
-#include <atomic>
-
 #include "kernels/mma/mma_schedule.cuh"
 
 namespace vflash::mma {
@@ -91,18 +89,13 @@ int launch_tile_list(const FwdParams& p, int block_m, int block_n, TileListHeade
 const void* tile_list_symbol() { return reinterpret_cast<const void*>(&build_tile_list); }
 
 int smem_per_block_optin(int device, size_t* bytes) {
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> known[kMaxDevices] = {};  // 0: not queried yet
-  if (device < 0 || device >= kMaxDevices) return cudaErrorInvalidDevice;
-  int value = known[device].load(std::memory_order_relaxed);
-  if (value == 0) {
-    if (cudaError_t err = cudaDeviceGetAttribute(&value, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-        err != cudaSuccess)
-      return err;
-    known[device].store(value, std::memory_order_relaxed);
-  }
+  static PerDevice optin;
+  int value = 0;
+  const int err = optin.get(device, &value, [](int dev, int* v) {
+    return int(cudaDeviceGetAttribute(v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  });
   *bytes = size_t(value);
-  return cudaSuccess;
+  return err;
 }
 
 }  // namespace vflash::mma
