@@ -32,8 +32,9 @@ namespace vflash::hopper {
 
 // kPacked: every sequence is shorter than a tile and tiles pack several
 // (PackedTileScheduler, RowRangeMask); otherwise a tile is one query block of
-// one sequence and head.
-template <class Cfg, bool kPacked>
+// one sequence and head, and kRowBounds says whether the call has a causal
+// mask or a window (TileMask).
+template <class Cfg, bool kPacked, bool kRowBounds>
 struct Kernel {
   static constexpr int kBlockM = Cfg::kBlockM;
   static constexpr int kBlockN = Cfg::kBlockN;
@@ -47,7 +48,8 @@ struct Kernel {
   using Elem = std::conditional_t<Cfg::kDType == DType::bf16, __nv_bfloat16, __half>;
   using Scheduler =
       std::conditional_t<kPacked, PackedTileScheduler<kBlockM, kBlockN>, TileScheduler<kBlockM, kBlockN>>;
-  using Mask = std::conditional_t<kPacked, RowRangeMask<kBlockM, kBlockN>, TileMask<kBlockM, kBlockN>>;
+  using Mask =
+      std::conditional_t<kPacked, RowRangeMask<kBlockM, kBlockN>, TileMask<kBlockM, kBlockN, kRowBounds>>;
 
   // setmaxnreg moves registers within the CTA's launch allocation
   // (__launch_bounds__(kThreads, 1)): what the producer warpgroup gives up
@@ -458,11 +460,11 @@ struct Kernel {
   }
 };
 
-template <class Cfg, bool kPacked>
+template <class Cfg, bool kPacked, bool kRowBounds>
 __global__ void __launch_bounds__(Cfg::kThreads, 1)
     fwd_kernel(const __grid_constant__ CUtensorMap tmap_q, const __grid_constant__ CUtensorMap tmap_k,
                const __grid_constant__ CUtensorMap tmap_v, const KernelArgs args) {
-  using K = Kernel<Cfg, kPacked>;
+  using K = Kernel<Cfg, kPacked, kRowBounds>;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + Cfg::kAlign - 1) &
                                              ~uintptr_t(Cfg::kAlign - 1));

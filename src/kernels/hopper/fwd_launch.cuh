@@ -16,25 +16,25 @@ namespace vflash::hopper {
 
 template <class Cfg>
 const void* kernel_symbol() {
-  return reinterpret_cast<const void*>(&fwd_kernel<Cfg, false>);
+  return reinterpret_cast<const void*>(&fwd_kernel<Cfg, false, false>);
 }
 
-template <class Cfg, bool kPacked>
+template <class Cfg, bool kPacked, bool kRowBounds>
 int launch_grid(int64_t tiles, int device, const CUtensorMap& tq, const CUtensorMap& tk, const CUtensorMap& tv,
                 const KernelArgs& a, cudaStream_t stream) {
   int sms = 0;
   if (int e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); e != cudaSuccess) return e;
-  if (int e = cudaFuncSetAttribute(fwd_kernel<Cfg, kPacked>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  if (int e = cudaFuncSetAttribute(fwd_kernel<Cfg, kPacked, kRowBounds>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    Cfg::kSmemBytes);
       e != cudaSuccess)
     return e;
   // CTAs past the real tile count exit at once.
   const int grid = int(std::max<int64_t>(1, std::min<int64_t>(tiles, sms)));
-  fwd_kernel<Cfg, kPacked><<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tq, tk, tv, a);
+  fwd_kernel<Cfg, kPacked, kRowBounds><<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tq, tk, tv, a);
   return cudaGetLastError();
 }
 
-// One launch of fwd_kernel<Cfg, kPacked> for the call.
+// One launch of fwd_kernel<Cfg, kPacked, kRowBounds> for the call.
 template <class Cfg, bool kPacked>
 int launch_tiles(const FwdParams& p) {
   const bool dense = !p.is_varlen();
@@ -123,7 +123,12 @@ int launch_tiles(const FwdParams& p) {
   const int64_t tokens = Cfg::kBlockM / pack;
   const int64_t tiles = kPacked ? (q_rows + tokens - 1) / tokens * (p.heads_q / pack)
                                 : int64_t(p.batch) * p.heads_q * ((max_q + Cfg::kBlockM - 1) / Cfg::kBlockM);
-  return launch_grid<Cfg, kPacked>(tiles, device, tq, tk, tv, a, stream);
+  // Unpacked tiles with a causal mask or a window take the kernel that
+  // carries the per-row mask (packed tiles mask by row ranges either way).
+  if constexpr (!kPacked) {
+    if (uneven) return launch_grid<Cfg, false, true>(tiles, device, tq, tk, tv, a, stream);
+  }
+  return launch_grid<Cfg, kPacked, false>(tiles, device, tq, tk, tv, a, stream);
 }
 
 // Packed tiles run with short key blocks (PackedConfig): their sequences'

@@ -17,7 +17,10 @@
 
 namespace vflash::hopper {
 
-template <int kBlockM, int kBlockN>
+// kRowBounds: the call has a causal mask or a window; without, only the
+// sequence end masks (the unmasked kernel then carries none of the per-row
+// code in its softmax).
+template <int kBlockM, int kBlockN, bool kRowBounds>
 struct TileMask {
   int row0;  // sequence row of the thread's first accumulator row; +8 for the second
   int quad_col;
@@ -35,16 +38,16 @@ struct TileMask {
   __device__ __forceinline__ void apply(float (&sc)[kBlockN / 2], int n, const KernelArgs& a) const {
     const int key0 = n * kBlockN;
     const bool edge = key0 + kBlockN > k_len ||
-                      (a.window_right >= 0 && key0 + kBlockN - 1 > r0 + diag + a.window_right) ||
-                      (a.window_left >= 0 && key0 < r0 + kBlockM - 1 + diag - a.window_left);
+                      (kRowBounds && a.window_right >= 0 && key0 + kBlockN - 1 > r0 + diag + a.window_right) ||
+                      (kRowBounds && a.window_left >= 0 && key0 < r0 + kBlockM - 1 + diag - a.window_left);
     if (!edge) return;
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) {
       const int key = key0 + (i / 4) * 8 + quad_col + (i & 1);
       const int row = row0 + ((i & 2) ? 8 : 0);
       bool visible = key < k_len;
-      if (a.window_right >= 0) visible = visible && key <= row + diag + a.window_right;
-      if (a.window_left >= 0) visible = visible && key >= row + diag - a.window_left;
+      if (kRowBounds && a.window_right >= 0) visible = visible && key <= row + diag + a.window_right;
+      if (kRowBounds && a.window_left >= 0) visible = visible && key >= row + diag - a.window_left;
       if (!visible) sc[i] = -INFINITY;
     }
   }
