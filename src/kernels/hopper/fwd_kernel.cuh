@@ -56,18 +56,27 @@ struct Kernel {
   // must cover what the consumer warpgroups take, or the consumers'
   // setmaxnreg.inc waits forever. Consumers take the most that fits.
   static constexpr int kLaunchRegs = 65536 / Cfg::kThreads / 8 * 8;
-  // 32 for the producer leaves consumers 232 (two warpgroups) or 160 (three).
-  // The producer warp still spills a few tile-level values to local memory
-  // (never in the consumers' loop); 24 spilled more and measured slower.
-  static constexpr int kProducerRegs = 32;
-  static constexpr int kConsumerRegs = std::min(
-      240, kLaunchRegs + (kLaunchRegs - kProducerRegs) * Cfg::kProducerThreads / Cfg::kConsumerThreads / 8 * 8);
+  // Overlapping block n's softmax with block n+1's PV keeps S, P and O live
+  // together: kOverlapRegs of them, and the rest needs about 72 registers
+  // with 232 for the consumers (producer 32) or 52 with 240 (producer 24).
+  static constexpr int kOverlapRegs = kDV / 2 + kBlockN / 2 + kBlockN / 4;
+  static constexpr int kConsumerRegsFor(int producer_regs) {
+    return std::min(240, kLaunchRegs + (kLaunchRegs - producer_regs) * Cfg::kProducerThreads /
+                                           Cfg::kConsumerThreads / 8 * 8);
+  }
+  // The producer keeps 32 registers (24 spilled more and measured slower at
+  // d128; it still spills a few tile-level values, never in the consumers'
+  // loop) unless the overlap fits only with 24: d256 (S 40, P 20, O 128)
+  // measured 611 -> 675 TFLOP/s with it, d192 601 -> 644; packed tiles
+  // (d256 windows) 1.5 % slower, so they keep 32 and no overlap.
+  static constexpr bool kOverlapNeeds240 = !kPacked && kOverlapRegs > kConsumerRegsFor(32) - 72 &&
+                                           kOverlapRegs <= kConsumerRegsFor(24) - 52;
+  static constexpr int kProducerRegs = kOverlapNeeds240 ? 24 : 32;
+  static constexpr int kConsumerRegs = kConsumerRegsFor(kProducerRegs);
   static_assert((kLaunchRegs - kProducerRegs) * Cfg::kProducerThreads >=
                     (kConsumerRegs - kLaunchRegs) * Cfg::kConsumerThreads,
                 "register reallocation exceeds the CTA's allocation");
-  // Overlapping block n's softmax with block n+1's PV keeps S, P and O live
-  // together; that needs about 80 registers of headroom for the rest.
-  static constexpr bool kOverlap = kDV / 2 + kBlockN / 2 + kBlockN / 4 <= kConsumerRegs - 72;
+  static constexpr bool kOverlap = kOverlapNeeds240 || kOverlapRegs <= kConsumerRegs - 72;
   // Four reduction chains per row where the softmax sits on the issuing
   // warpgroup's critical path (the overlap); elsewhere the other warpgroups
   // fill that latency and one chain's fewer instructions measured faster
