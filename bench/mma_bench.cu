@@ -71,7 +71,7 @@ struct Problem {
   float* dlse = nullptr;
   int32_t *dcu_q = nullptr, *dcu_k = nullptr;
 
-  Problem(const Case& cs, std::mt19937_64* rng) : c(cs) {
+  Problem(const Case& cs, std::mt19937_64& rng) : c(cs) {
     batch = int(c.seqlens_q.size());
     cu_q = {0};
     cu_k = {0};
@@ -88,21 +88,18 @@ struct Problem {
     CUDA_OK(cudaMalloc(&dv, nv * 2 + 16));
     CUDA_OK(cudaMalloc(&dout, no * 2 + 16));
     CUDA_OK(cudaMalloc(&dlse, total_q * c.hq * 4 + 16));
-    if (rng) {
-      std::normal_distribution<float> nd(0.f, 1.f);
-      auto fill = [&](std::vector<uint16_t>& h, size_t n, void* d) {
-        h.resize(n);
-        for (auto& x : h) x = from_float(nd(*rng), c.dtype);
-        CUDA_OK(cudaMemcpy(d, h.data(), n * 2, cudaMemcpyHostToDevice));
-      };
-      fill(hq_, nq, dq);
-      fill(hk_, nk, dk);
-      fill(hv_, nv, dv);
-    } else {  // timing: contents do not matter beyond being finite
-      CUDA_OK(cudaMemset(dq, 0x3c, nq * 2));
-      CUDA_OK(cudaMemset(dk, 0x3c, nk * 2));
-      CUDA_OK(cudaMemset(dv, 0x3c, nv * 2));
-    }
+    // Random inputs for timing too: with constant inputs the tensor cores
+    // draw less power and the H100 holds higher clocks (dense d128 measured
+    // 398 TFLOP/s on constants against 357-367 on random data).
+    std::normal_distribution<float> nd(0.f, 1.f);
+    auto fill = [&](std::vector<uint16_t>& h, size_t n, void* d) {
+      h.resize(n);
+      for (auto& x : h) x = from_float(nd(rng), c.dtype);
+      CUDA_OK(cudaMemcpy(d, h.data(), n * 2, cudaMemcpyHostToDevice));
+    };
+    fill(hq_, nq, dq);
+    fill(hk_, nk, dk);
+    fill(hv_, nv, dv);
     p.dtype = c.dtype;
     p.q = dq;
     p.k = dk;
@@ -215,7 +212,7 @@ using LaunchFn = int (*)(const FwdParams&);
 // the library's dispatch of the mma kernel unless given.
 long check_case(const Case& c, uint64_t seed, LaunchFn launch = nullptr, const char* tag = "") {
   std::mt19937_64 rng(seed);
-  Problem pr(c, &rng);
+  Problem pr(c, rng);
   const auto& k = mma_kernels()[0];
   pr.workspace(k.workspace_bytes(pr.p));
   const size_t no = pr.total_q * c.hq * c.dv;
@@ -439,7 +436,8 @@ Problem make_problem(const Workload& w) {
   c.d = c.dv = w.d;
   c.causal = w.causal;
   c.lse = true;
-  return Problem(c, nullptr);
+  static std::mt19937_64 rng(20261126);
+  return Problem(c, rng);
 }
 
 // Candidate tile shapes (warps, m atoms, block_n) per bucket, timed by "tiles".
