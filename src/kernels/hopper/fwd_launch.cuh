@@ -10,6 +10,7 @@
 #include <cmath>
 
 #include "fwd_kernel.cuh"
+#include "per_device.hpp"
 #include "tensor_map.hpp"
 
 namespace vflash::hopper {
@@ -22,10 +23,19 @@ const void* kernel_symbol() {
 template <class Cfg, bool kPacked, bool kRowBounds>
 int launch_grid(int64_t tiles, int device, const CUtensorMap& tq, const CUtensorMap& tk, const CUtensorMap& tv,
                 const KernelArgs& a, cudaStream_t stream) {
+  // The kernel's shared-memory attribute and the SM count, set up once per
+  // device (the call's device is current).
+  static PerDevice sm_count;
   int sms = 0;
-  if (int e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); e != cudaSuccess) return e;
-  if (int e = cudaFuncSetAttribute(fwd_kernel<Cfg, kPacked, kRowBounds>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   Cfg::kSmemBytes);
+  if (int e = sm_count.get(device, &sms,
+                           [](int dev, int* value) {
+                             cudaError_t err =
+                                 cudaFuncSetAttribute(fwd_kernel<Cfg, kPacked, kRowBounds>,
+                                                      cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+                             if (err == cudaSuccess)
+                               err = cudaDeviceGetAttribute(value, cudaDevAttrMultiProcessorCount, dev);
+                             return int(err);
+                           });
       e != cudaSuccess)
     return e;
   // CTAs past the real tile count exit at once.

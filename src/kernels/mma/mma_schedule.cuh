@@ -10,11 +10,11 @@
 
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
 #include "params.hpp"
+#include "per_device.hpp"
 
 namespace vflash::mma {
 
@@ -183,28 +183,6 @@ inline size_t tile_list_bytes_any_shape(const FwdParams& p, int bucket) {
   }
   return bytes;
 }
-
-// A positive int learnt once per device ordinal (a device attribute, a
-// kernel's occupancy) and kept for later calls.
-class PerDevice {
- public:
-  // *value = the cached value, or query(device, value) (a cudaError_t) on first use.
-  template <class Query>
-  int get(int device, int* value, Query query) {
-    if (device < 0 || device >= kMaxDevices) return cudaErrorInvalidDevice;
-    int v = known_[device].load(std::memory_order_relaxed);
-    if (v == 0) {
-      if (int err = query(device, &v); err != cudaSuccess) return err;
-      known_[device].store(v, std::memory_order_relaxed);
-    }
-    *value = v;
-    return cudaSuccess;
-  }
-
- private:
-  static constexpr int kMaxDevices = 64;
-  std::atomic<int> known_[kMaxDevices] = {};  // 0: not learnt yet
-};
 
 // Shared memory a block may opt in to on `device` (queried once per device).
 int smem_per_block_optin(int device, size_t* bytes);
