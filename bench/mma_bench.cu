@@ -338,13 +338,23 @@ int run_checks() {
   }
   long failed = 0, runs = 0;
   for (const Case& c : cases) failed += check_case(c, seed ^ std::hash<std::string>{}(c.name)) != 0, ++runs;
-  // The d256 shapes the library picks on devices with less shared memory per
-  // block than this one (8.6/8.9/12.x: standard; 8.0: smem_128k), launched directly.
+  // The shapes the library picks on devices with less shared memory per block
+  // than this one, launched directly: d256 on 8.6/8.9/12.x (standard) and 8.0
+  // (smem_128k); d64 on 8.6/8.9/12.x (standard: 64-key blocks).
   for (const Case& c : cases) {
-    if (mma::bucket_for(c.d, c.dv) != 256) continue;
+    const int bucket = mma::bucket_for(c.d, c.dv);
+    if (bucket != 256 && bucket != 64) continue;
     const bool bf16 = c.dtype == DType::bf16;
     const uint64_t s = seed ^ std::hash<std::string>{}(c.name);
     using mma::TileShape;
+    if (bucket == 64) {
+      failed += check_case(c, s,
+                           bf16 ? &mma::launch_fwd_shape<__nv_bfloat16, 64, TileShape::standard>
+                                : &mma::launch_fwd_shape<__half, 64, TileShape::standard>,
+                           " (standard d64 shape)") != 0;
+      runs += 1;
+      continue;
+    }
     failed += check_case(c, s,
                          bf16 ? &mma::launch_fwd_shape<__nv_bfloat16, 256, TileShape::standard>
                               : &mma::launch_fwd_shape<__half, 256, TileShape::standard>,
@@ -459,7 +469,7 @@ const Candidate kCandidates[] = {
     VFLASH_CANDIDATE(128, 8, 1, 32), VFLASH_CANDIDATE(128, 4, 1, 64),
     VFLASH_CANDIDATE(256, 8, 1, 16), VFLASH_CANDIDATE(256, 8, 1, 32), VFLASH_CANDIDATE(256, 8, 1, 64),
     VFLASH_CANDIDATE(64, 8, 2, 64),  VFLASH_CANDIDATE(64, 4, 1, 32),  VFLASH_CANDIDATE(80, 4, 1, 32),
-    VFLASH_CANDIDATE(128, 4, 1, 32),
+    VFLASH_CANDIDATE(128, 4, 1, 32), VFLASH_CANDIDATE(80, 4, 2, 128),
 };
 #else
 const Candidate kCandidates[] = {VFLASH_CANDIDATE(80, 4, 2, 64)};

@@ -78,8 +78,10 @@ struct FwdTile {
   static constexpr uint32_t kRowBytes = kPitch * 16;
   static constexpr int kSteps = kBucket / 16;  // reduction steps of Q*K^T, output pairs of P*V
   static constexpr int kNTiles = kBlockN / 8;
-  // Q fragments stay in registers when small; otherwise re-read per block.
-  static constexpr bool kQInRegs = kMAtoms * kSteps * 4 <= 40;
+  // Q fragments stay in registers when they and S are small; otherwise Q is
+  // re-read per block (in registers beside d64's 128 S registers of 128-key
+  // blocks it spilled 152 bytes).
+  static constexpr bool kQInRegs = kMAtoms * kSteps * 4 <= 40 && kMAtoms * kNTiles * 4 <= 64;
   // Where a tile's last block hands Q's buffer to the next tile: right after
   // Q*K^T for the 8-warp shapes (softmax and P*V then run as one stretch:
   // d256 +5 %), after the softmax for the others (d128 -10 % with the early
@@ -592,6 +594,7 @@ int launch_fwd(const FwdParams& p) {
     case TileShape::short_seqs: return launch_fwd_shape<Elem, kBucket, TileShape::short_seqs>(p);
     case TileShape::smem_192k: return launch_fwd_shape<Elem, kBucket, TileShape::smem_192k>(p);
     case TileShape::smem_128k: return launch_fwd_shape<Elem, kBucket, TileShape::smem_128k>(p);
+    case TileShape::two_ctas_160k: return launch_fwd_shape<Elem, kBucket, TileShape::two_ctas_160k>(p);
     default: return launch_fwd_shape<Elem, kBucket, TileShape::standard>(p);
   }
 }
