@@ -6,14 +6,14 @@
 // an fp32 online softmax in the exp2 domain (softmax_scale * log2(e) folded
 // into one FFMA per score before ex2).
 //
-// Template: dtype, head-dim bucket and tile shape only; every feature (causal,
-// window, softcap, GQA, LSE, varlen/dense, the call's own d and d_v) is a
-// run-time value tested by branches uniform across the CTA.
+// Template: dtype, head-dim bucket, tile shape and whether the call has per-row
+// key bounds (causal or window); every other feature (softcap, GQA, LSE,
+// varlen/dense, the call's own d and d_v, the window sizes) is a run-time
+// value tested by branches uniform across the CTA.
 #pragma once
 
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cmath>
 
 #include "kernels/mma/mma_ptx.cuh"
@@ -549,9 +549,9 @@ int launch_fwd_tiles(const FwdParams& p) {
                                 : fwd_kernel<Elem, kBucket, kWarps, kMAtoms, kBlockN, false>;
   constexpr size_t smem = cfg.smem_bytes(kBucket);
   // CTAs per device (set up once per kernel and device: attribute and occupancy).
-  static PerDevice resident_masked, resident_unmasked;
+  static PerDevice resident[2];  // per kernel: [has_window]
   int ctas = 0;
-  const int err = (p.has_window() ? resident_masked : resident_unmasked).get(p.device, &ctas, [&](int dev, int* value) {
+  const int err = resident[p.has_window()].get(p.device, &ctas, [&](int dev, int* value) {
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     int per_sm = 0, sms = 0;
     if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, cfg.threads(), smem);
