@@ -7,8 +7,8 @@
 // kStages-deep shared-memory rings, each slot completing on an mbarrier.
 // Each consumer warpgroup owns 64 query rows: S = Q K^T with wgmma (both
 // operands in shared memory), online softmax in fp32 with exp2, O += P V with
-// wgmma (P from registers); with two consumer warpgroups, block n's softmax
-// overlaps block n+1's PV. Consumers release K after its QK^T and V after its
+// wgmma (P from registers); with two consumer warpgroups, QK^T of block n and
+// PV of block n+1 issue as one batch. Consumers release K after its QK^T and V after its
 // PV through "empty" mbarriers. The epilogue stages O through shared memory
 // and writes 16-byte rows, masked at the sequence end so a tile never touches
 // the next packed sequence.
@@ -56,7 +56,7 @@ struct Kernel {
   // must cover what the consumer warpgroups take, or the consumers'
   // setmaxnreg.inc waits forever. Consumers take the most that fits.
   static constexpr int kLaunchRegs = 65536 / Cfg::kThreads / 8 * 8;
-  // Overlapping block n's softmax with block n+1's PV keeps S, P and O live
+  // Issuing block n's QK^T together with block n+1's PV keeps S, P and O live
   // together: kOverlapRegs of them, and the rest needs about 72 registers
   // with 232 for the consumers (producer 32) or 52 with 240 (producer 24).
   static constexpr int kOverlapRegs = kDV / 2 + kBlockN / 2 + kBlockN / 4;
@@ -284,9 +284,10 @@ struct Kernel {
 
   // Key blocks [n_begin, n_end) of one tile, last first: S = Q K^T, softmax, O += P V. When S,
   // P and O fit in registers together (kOverlap), S of block n is issued
-  // together with PV of block n+1, so block n's softmax runs while that PV
-  // executes; otherwise each block's GEMMs and softmax run in sequence and
-  // the other warpgroups fill the gaps.
+  // together with PV of block n+1 and block n's softmax is written between
+  // the two waits, although ptxas moves the second wait above it (registers;
+  // docs/perf.md); otherwise each block's GEMMs and softmax run in sequence.
+  // Either way the other warpgroups' GEMMs fill a warpgroup's softmax.
   __device__ __forceinline__ static void mainloop(int wg, const KernelArgs& a, int n_begin, int n_end,
                                                   const SmemTiles& tiles, Barriers& bars, Ring& k_ring, Ring& v_ring,
                                                   const Mask& mask, float (&o)[kDV / 2], Softmax& st) {
