@@ -82,11 +82,13 @@ struct Kernel {
   // fill that latency and one chain's fewer instructions measured faster
   // (docs/perf.md).
   using Softmax = OnlineSoftmax<kBlockN, kOverlap ? 4 : 1>;
-  // Row-bounded tiles with two consumer warpgroups start the second one's
-  // GEMMs after the first one's first QK^T, so that the two do not run their
-  // softmax in step (which leaves the tensor pipe idle): d256-causal +5 %,
-  // d128-causal and GQA unchanged; unmasked d256 measured 4 % slower with it.
-  static constexpr bool kHeadStart = kRowBounds && !kPacked && Cfg::kConsumerWarpgroups == 2;
+  // Two consumer warpgroups: the second one's GEMMs start after the first
+  // one's first QK^T, so that the two do not run their softmax in step (which
+  // leaves the tensor pipe idle): d256-causal +5 %, s1024-d128 +2..6 %,
+  // d128-causal +1.5 %, d128 and GQA unchanged. On unmasked tiles it was
+  // measured at d128 (kept) and d256 (4 % slower); the other instances keep
+  // those tiles without it.
+  static constexpr bool kHeadStart = !kPacked && Cfg::kConsumerWarpgroups == 2 && (kRowBounds || kD == 128);
   static constexpr int kHeadStartBarrier = 1 + Cfg::kConsumerWarpgroups;  // after the epilogue's per-warpgroup ones
 
   struct Barriers {
