@@ -317,6 +317,12 @@ std::vector<Case> all_cases() {
        .dense = true});
   add({.name = "dense_d256_window_padded_bf16", .d = 256, .dv = 256, .seqs = {{96, 96}, {96, 96}}, .dense = true,
        .window_left = 20, .window_right = 3, .lse = true, .padded_strides = true});
+  // Equal unmasked sequences of several query blocks each: the mma kernel
+  // walks such tiles head by head (tile_index's head-major order).
+  add({.name = "equal_seqs_d64_bf16", .heads_q = 4, .heads_k = 2, .seqs = {{300, 300}, {300, 300}, {300, 300}},
+       .lse = true});
+  add({.name = "dense_equal_d80_fp16", .dtype = DType::fp16, .d = 80, .dv = 80, .seqs = {{200, 200}, {200, 200}},
+       .dense = true});
   {
     // Many short sequences, as in windowed vision attention.
     Case c{.name = "many_short_seqs_d80_bf16", .d = 80, .dv = 80, .heads_q = 4, .heads_k = 4, .lse = true};

@@ -156,12 +156,10 @@ struct TileView {
   int tokens_valid;  // of the pair's query block in its sequence
   int rows_valid;    // tile rows: tokens_valid * a.pack
 
-  // Tiles are (pair, head group) with the group innermost: tile t is query
-  // heads [g * pack, (g + 1) * pack), g = t % (heads_q / pack), of pair t /
-  // (heads_q / pack), so the query heads of one key/value head run together.
-  __device__ __forceinline__ TileView(const TilePair& pair, int tile, const FwdArgs& a)
+  // The tile of (pair, head group): query heads [group * pack, (group + 1) * pack).
+  __device__ __forceinline__ TileView(const TilePair& pair, int head_group, const FwdArgs& a)
       : g(pair) {
-    head = tile % (a.p.heads_q / a.pack) * a.pack;
+    head = head_group * a.pack;
     head_k = head / a.group;
     tokens_valid = min(kBlockM / a.pack, g.seqlen_q - g.m0);
     rows_valid = tokens_valid * a.pack;
@@ -220,13 +218,17 @@ __global__ void __launch_bounds__(kWarps * 32)
   const LaneOffsets<kChunks> k_lane(sK, (lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1);
   const LaneOffsets<kChunks> v_lane(sV, lane & 15, lane >> 4);
   const int head_groups = p.heads_q / args.pack;
-  const int num_tiles = args.header->num_pairs * head_groups;
+  const int num_pairs = args.header->num_pairs, num_tiles = num_pairs * head_groups;
   const bool equal_costs = args.header->equal_costs != 0;
+  // Tile t -> (pair, head group): tile_index (mma_schedule.cuh); never head-major with row bounds.
+  const bool head_major = !kRowBounds && args.header->head_major != 0;
+  const auto pair_of = [&](int t) { return tile_index(t, num_pairs, head_groups, head_major).pair; };
+  const auto group_of = [&](int t) { return tile_index(t, num_pairs, head_groups, head_major).head_group; };
 
   // Thread 0 copies a tile's pair into a slot (complete after the next wait).
   auto fetch_pair = [&](int tile, int slot) {
     if (tid == 0) {
-      const char* src = reinterpret_cast<const char*>(args.pairs + tile / head_groups);
+      const char* src = reinterpret_cast<const char*>(args.pairs + pair_of(tile));
       cp_async_16(smem_addr(&pair_slot[slot]), src, true);
       cp_async_16(smem_addr(&pair_slot[slot]) + 16, src + 16, true);
     }
@@ -255,7 +257,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   __syncthreads();
   int stage = 0;  // stage of the block computed next
   {
-    const View first(pair_slot[0], tile, args);
+    const View first(pair_slot[0], group_of(tile), args);
     load_q(first);
     if (first.g.nb_end > first.g.nb_first) load_kv(first, first.g.nb_end - 1, stage);
     cp_async_commit();
@@ -277,7 +279,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     cp_async_commit();
     const auto next = [&] { return next_slot[iter & 1]; };
     const auto has_next = [&] { return next_slot[iter & 1] < num_tiles; };
-    const View cur(pair_slot[iter & 1], tile, args);
+    const View cur(pair_slot[iter & 1], group_of(tile), args);
     const int sq = cur.g.seqlen_q, sk = cur.g.seqlen_k, m0 = cur.g.m0;
     const int rows_valid = cur.rows_valid, m_last = m0 + cur.tokens_valid - 1;
     const int nb_first = cur.g.nb_first, nb_end = cur.g.nb_end;
@@ -308,7 +310,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       cp_async_wait<0>();
       __syncthreads();
       if (has_next()) {
-        const View nxt(pair_slot[(iter + 1) & 1], next(), args);
+        const View nxt(pair_slot[(iter + 1) & 1], group_of(next()), args);
         load_q(nxt);
         if (nxt.g.nb_end > nxt.g.nb_first) load_kv(nxt, nxt.g.nb_end - 1, stage);
       }
@@ -322,7 +324,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       if (nb > nb_first) {
         load_kv(cur, nb - 1, stage ^ 1);
       } else if (has_next()) {
-        const View nxt(pair_slot[(iter + 1) & 1], next(), args);
+        const View nxt(pair_slot[(iter + 1) & 1], group_of(next()), args);
         if (nxt.g.nb_end > nxt.g.nb_first) load_kv(nxt, nxt.g.nb_end - 1, stage ^ 1);
       }
       cp_async_commit();
@@ -331,7 +333,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       // Every warp is done with Q at a tile's last block: the next tile's Q may load.
       const auto load_next_q = [&] {
         __syncthreads();
-        if (has_next()) load_q(View(pair_slot[(iter + 1) & 1], next(), args));
+        if (has_next()) load_q(View(pair_slot[(iter + 1) & 1], group_of(next()), args));
         cp_async_commit();
       };
       uint32_t pf[kMAtoms][kBlockN / 16][4];  // P as A fragments of P*V

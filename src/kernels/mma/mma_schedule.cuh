@@ -1,10 +1,11 @@
 // Tile shapes per head-dim bucket, the key-block range of a query block, and
 // the varlen tile list: a prepass kernel writes the (sequence, query block)
 // pairs that exist, most key blocks first, into the caller's workspace; the
-// persistent main kernel takes the (pair, head) tiles in that order (CTA c
-// starts with tile c, then claims the next one through the list's header, or
-// takes c + grid, ... when all tiles cost the same), so the longest start
-// first and the short ones fill in. No host synchronisation, no block launched
+// persistent main kernel takes the (pair, head) tiles in that order, or head
+// by head when all cost the same (tile_index; CTA c starts with tile c, then
+// claims the next one through the list's header, or takes c + grid, ... when
+// all tiles cost the same), so the longest start first and the short ones
+// fill in. No host synchronisation, no block launched
 // for absent work.
 #pragma once
 
@@ -141,8 +142,25 @@ struct alignas(16) TileListHeader {
   int num_pairs;
   int claimed;      // tiles past the first gridDim.x that CTAs have claimed (zeroed by the prepass)
   int equal_costs;  // 1: every pair visits as many key blocks (and gets the same bin)
-  int pad;
+  int head_major;   // tile_index's order (set by the prepass)
 };
+
+// The (pair, head group) of tile t. By default the group innermost: tiles
+// keep the list's longest-first order and one sequence's heads run together
+// (whole token rows). head_major (equal tiles of an unmasked call whose
+// sequences span several query blocks): the pair innermost, one head after
+// the other, so that the CTAs running at once read the keys and values of few
+// heads and these stay in L2 (dense d128 on the H100: L2 hit rate 76 -> 94 %,
+// DRAM reads 1.23 -> 0.24 GB). With one query block per sequence the default
+// order reads whole token rows instead (64-token windows: 8 % faster so).
+struct TileIndex {
+  int pair, head_group;
+};
+
+__host__ __device__ __forceinline__ TileIndex tile_index(int t, int num_pairs, int head_groups, bool head_major) {
+  if (head_major) return {t % num_pairs, t / num_pairs};
+  return {t / head_groups, t % head_groups};
+}
 
 // Query heads of one key/value head stacked in a tile's rows (tile row r is
 // token r / stacked, head r % stacked of the group): all of them when the

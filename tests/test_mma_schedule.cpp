@@ -1,0 +1,56 @@
+// The mma kernel's tile order (no GPU needed): tile_index must name every
+// (pair, head group) exactly once, and keep the tile list's longest-first
+// order unless head-major.
+#include <gtest/gtest.h>
+
+#include <set>
+#include <utility>
+
+#include "kernels/mma/mma_schedule.cuh"
+
+namespace vflash::mma {
+namespace {
+
+struct Order {
+  int num_pairs, head_groups;
+  bool head_major;
+};
+
+class TileOrder : public ::testing::TestWithParam<Order> {};
+
+TEST_P(TileOrder, NamesEveryTileOnce) {
+  const Order o = GetParam();
+  std::set<std::pair<int, int>> seen;
+  for (int t = 0; t < o.num_pairs * o.head_groups; ++t) {
+    const TileIndex i = tile_index(t, o.num_pairs, o.head_groups, o.head_major);
+    ASSERT_GE(i.pair, 0) << "tile " << t;
+    ASSERT_LT(i.pair, o.num_pairs) << "tile " << t;
+    ASSERT_GE(i.head_group, 0) << "tile " << t;
+    ASSERT_LT(i.head_group, o.head_groups) << "tile " << t;
+    ASSERT_TRUE(seen.insert({i.pair, i.head_group}).second) << "tile " << t << " repeats a tile";
+  }
+  EXPECT_EQ(int(seen.size()), o.num_pairs * o.head_groups);
+}
+
+TEST_P(TileOrder, KeepsTheListOrder) {
+  const Order o = GetParam();
+  TileIndex prev{-1, -1};
+  for (int t = 0; t < o.num_pairs * o.head_groups; ++t) {
+    const TileIndex i = tile_index(t, o.num_pairs, o.head_groups, o.head_major);
+    if (o.head_major) {  // one head group after the other, each over the whole list
+      EXPECT_EQ(i.head_group, t / o.num_pairs);
+      EXPECT_EQ(i.pair, t % o.num_pairs);
+    } else if (t > 0) {  // the list's pairs in order, each with all its head groups
+      EXPECT_GE(i.pair, prev.pair) << "tile " << t << " goes back in the list";
+      EXPECT_EQ(i.head_group, t % o.head_groups);
+    }
+    prev = i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Orders, TileOrder,
+                         ::testing::Values(Order{7, 32, false}, Order{5, 1, false}, Order{1, 6, false},
+                                           Order{9, 16, true}, Order{1, 3, true}, Order{4, 1, true}));
+
+}  // namespace
+}  // namespace vflash::mma
