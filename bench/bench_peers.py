@@ -2,6 +2,7 @@
 workloads of a JSON file (schema of bench/workloads.json).
 
     python3 bench/bench_peers.py [workloads.json ...] [--out DIR] [--peers a,b,...]
+                                 [--kernel NAME] [--rounds N]
 
 Peers, each used when importable and able to run the case (otherwise the
 reason is printed): torch SDPA with its flash (FA2), cuDNN and memory-efficient
@@ -10,7 +11,12 @@ cuDNN SDPA on a padded batch (varlen cases, heads_q == heads_k); flash-attn-4
 (flash_attn.cute) if installed; vflash (Python API). Inputs are random bf16.
 
 Timing: median of CUDA-event times over many runs, L2 flushed (a memset of
-twice its size) before each run, as `vflash bench` does. TFLOP/s count
+twice its size) before each run, as `vflash bench` does. With --rounds N the
+peers of a case are timed N times in alternation (forward, then reversed
+order), so that clock and temperature drift reach every peer alike; a peer's
+figure is the median of its N per-round medians, and the tables give the
+range. --kernel forces vflash's kernel (vflash.force_kernel), e.g. `mma` to
+compare the portable kernel on a GPU where dispatch would pick another. TFLOP/s count
 4 * Sq * Sk * H * D per sequence at the true head dim, half the pairs (s(s+1)/2)
 when causal. The % column is against a bf16 8192^3 matmul measured in the same
 run. Writes DIR/bench_peers.md (tables), DIR/bench_peers.json and
@@ -73,9 +79,10 @@ def expand(seqlens):
 
 
 class Bench:
-    def __init__(self, peers, budget_ms):
+    def __init__(self, peers, budget_ms, rounds):
         self.timer = Timer(budget_ms=budget_ms)
         self.peers = peers
+        self.rounds = rounds
         self.rows = []
         self.notes = []
         self.fa4 = optional_module("flash_attn.cute") if self.wanted("flash-attn-4") else None
@@ -84,17 +91,29 @@ class Bench:
     def wanted(self, peer):
         return self.peers is None or peer in self.peers
 
-    def record(self, case, peer, fl, fn, kernel=""):
-        if not self.wanted(peer):
-            return
-        try:
-            ms = self.timer.median_ms(fn)
-        except Exception as e:  # a peer that cannot run this case says why and the run goes on
-            self.notes.append(f"{case} / {peer}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
-            print(f"  {self.notes[-1]}", file=sys.stderr)
-            return
-        self.rows.append(dict(case=case, peer=peer, ms=ms, tflops=fl / ms / 1e9, kernel=kernel))
-        print(f"  {case:32s} {peer:20s} {ms:9.3f} ms {fl / ms / 1e9:8.1f} TFLOP/s {kernel}", flush=True)
+    def measure(self, case, fl, entries):
+        """Times each wanted (peer, fn, kernel) of a case, self.rounds times in alternation."""
+        entries = [e for e in entries if self.wanted(e[0])]
+        times = {peer: [] for peer, _, _ in entries}
+        for r in range(self.rounds):
+            for peer, fn, _ in entries if r % 2 == 0 else entries[::-1]:
+                if times[peer] is None:
+                    continue
+                try:
+                    times[peer].append(self.timer.median_ms(fn))
+                except Exception as e:  # a peer that cannot run this case says why and the run goes on
+                    self.notes.append(f"{case} / {peer}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+                    print(f"  {self.notes[-1]}", file=sys.stderr)
+                    times[peer] = None
+        for peer, _, kernel in entries:
+            if not times[peer]:
+                continue
+            ts = sorted(times[peer])
+            ms = ts[len(ts) // 2]
+            self.rows.append(dict(case=case, peer=peer, ms=ms, tflops=fl / ms / 1e9, kernel=kernel,
+                                  tflops_min=fl / ts[-1] / 1e9, tflops_max=fl / ts[0] / 1e9, rounds=len(ts)))
+            spread = f" ({fl / ts[-1] / 1e9:.1f}-{fl / ts[0] / 1e9:.1f} over {len(ts)} rounds)" if len(ts) > 1 else ""
+            print(f"  {case:32s} {peer:20s} {ms:9.3f} ms {fl / ms / 1e9:8.1f} TFLOP/s {kernel}{spread}", flush=True)
 
     def agreement(self, case, got, want):
         err = ((got.float() - want.float()).abs().max() / want.float().abs().max()).item()
@@ -103,24 +122,28 @@ class Bench:
     def dense(self, name, batch, seqlen, heads, head_dim, causal):
         q, k, v = (torch.randn(batch, heads, seqlen, head_dim, device="cuda", dtype=DTYPE) for _ in range(3))
         fl = flops([seqlen] * batch, heads, head_dim, causal)
-        reference = None
+        entries = []
         for backend, tag in [(SDPBackend.FLASH_ATTENTION, "torch-sdpa-fa2"), (SDPBackend.CUDNN_ATTENTION, "cudnn"),
                              (SDPBackend.EFFICIENT_ATTENTION, "mem-efficient")]:
             def run(backend=backend):
                 with sdpa_kernel([backend]):
                     return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-            self.record(name, tag, fl, run)
-            if reference is None:
-                try:
-                    reference = run().transpose(1, 2)
-                except Exception:
-                    pass
+            entries.append((tag, run, ""))
         qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))  # FlashAttention's (B, S, H, D)
         if self.fa4 is not None:
-            self.record(name, "flash-attn-4", fl, lambda: self.fa4.flash_attn_func(qt, kt, vt, causal=causal))
+            entries.append(("flash-attn-4", lambda: self.fa4.flash_attn_func(qt, kt, vt, causal=causal), ""))
         if self.vflash is not None:
             kernel = self.vflash.kernel_name(qt, kt, vt, causal=causal)
-            self.record(name, "vflash", fl, lambda: self.vflash.flash_attn_func(qt, kt, vt, causal=causal), kernel)
+            entries.append(("vflash", lambda: self.vflash.flash_attn_func(qt, kt, vt, causal=causal), kernel))
+        self.measure(name, fl, entries)
+        if self.vflash is not None:
+            reference = None
+            for _, run, _ in entries[:3]:  # the first torch backend that runs
+                try:
+                    reference = run().transpose(1, 2)
+                    break
+                except Exception:
+                    pass
             if reference is not None:
                 self.agreement(name, self.vflash.flash_attn_func(qt, kt, vt, causal=causal), reference)
 
@@ -134,19 +157,17 @@ class Bench:
         def torch_fa2():
             return torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, longest, longest, 0.0, causal, False)[0]
 
-        self.record(name, "torch-fa2-varlen", fl, torch_fa2)
+        entries = [("torch-fa2-varlen", torch_fa2, "")]
         if self.fa4 is not None:
-            self.record(name, "flash-attn-4", fl, lambda: self.fa4.flash_attn_varlen_func(
-                q, k, v, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=longest, max_seqlen_k=longest, causal=causal))
+            entries.append(("flash-attn-4", lambda: self.fa4.flash_attn_varlen_func(
+                q, k, v, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=longest, max_seqlen_k=longest, causal=causal),
+                ""))
+
+        def ours():
+            return self.vflash.flash_attn_varlen_func(q, k, v, cu, cu, longest, longest, causal=causal)
         if self.vflash is not None:
-            def ours():
-                return self.vflash.flash_attn_varlen_func(q, k, v, cu, cu, longest, longest, causal=causal)
             kernel = self.vflash.varlen_kernel_name(q, k, v, cu, cu, longest, longest, causal=causal)
-            self.record(name, "vflash", fl, ours, kernel)
-            try:
-                self.agreement(name, ours(), torch_fa2())
-            except Exception as e:
-                self.notes.append(f"{name}: no agreement check ({type(e).__name__})")
+            entries.append(("vflash", ours, kernel))
         if heads_q == heads_k and self.wanted("cudnn-padded"):
             batch = len(seqlens)
             qp = torch.randn(batch, heads_q, longest, head_dim, device="cuda", dtype=DTYPE)
@@ -156,8 +177,13 @@ class Bench:
                 with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
                     return F.scaled_dot_product_attention(qp, kp, vp, is_causal=causal)
 
-            self.record(name, "cudnn-padded", fl, cudnn_padded)
-            del qp, kp, vp
+            entries.append(("cudnn-padded", cudnn_padded, ""))
+        self.measure(name, fl, entries)
+        if self.vflash is not None:
+            try:
+                self.agreement(name, ours(), torch_fa2())
+            except Exception as e:
+                self.notes.append(f"{name}: no agreement check ({type(e).__name__})")
 
     def matmul_tflops(self):
         a, b = (torch.randn(8192, 8192, device="cuda", dtype=DTYPE) for _ in range(2))
@@ -168,12 +194,14 @@ def markdown(info, peak, rows, notes):
     cases = list(dict.fromkeys(r["case"] for r in rows))
     peers = list(dict.fromkeys(r["peer"] for r in rows))
     cell = {(r["case"], r["peer"]): r for r in rows}
+    forced = f" (kernel forced: {info['kernel']})" if info.get("kernel") else ""
+    rounds = f"; median of {info['rounds']} rounds, peers alternating" if info.get("rounds", 1) > 1 else ""
     lines = [
         f"# vflash vs peers: {info['gpu']} (cc {info['cc']})",
         "",
         f"torch {info['torch']}, cuDNN {info['cudnn']}, flash-attn-4 {'yes' if info['fa4'] else 'no'}, "
-        f"vflash {info['vflash']}; bf16; TFLOP/s at the true head dim (median of CUDA-event times, L2 flushed); "
-        f"bf16 matmul 8192^3 in the same run: {peak:.0f} TFLOP/s.",
+        f"vflash {info['vflash']}{forced}; bf16; TFLOP/s at the true head dim (median of CUDA-event times, "
+        f"L2 flushed{rounds}); bf16 matmul 8192^3 in the same run: {peak:.0f} TFLOP/s.",
         "",
         "| workload | " + " | ".join(peers) + " | vflash / best peer | vflash kernel |",
         "|---" * (len(peers) + 3) + "|",
@@ -185,9 +213,12 @@ def markdown(info, peak, rows, notes):
         ratio = f"{ours['tflops'] / max(others):.2f}x" if ours and others else "—"
         lines.append(f"| {case} | " + " | ".join(f"{r['tflops']:.0f}" if r else "—" for r in values)
                      + f" | {ratio} | {ours['kernel'] if ours else '—'} |")
-    lines += ["", "| workload | peer | median ms | TFLOP/s | % of matmul |", "|---|---|---|---|---|"]
+    lines += ["", "| workload | peer | median ms | TFLOP/s | rounds: TFLOP/s range | % of matmul |",
+              "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['case']} | {r['peer']} | {r['ms']:.3f} | {r['tflops']:.1f} | {100 * r['tflops'] / peak:.1f} |")
+        spread = f"{r['tflops_min']:.1f}-{r['tflops_max']:.1f} ({r['rounds']})" if r.get("rounds", 1) > 1 else "—"
+        lines.append(f"| {r['case']} | {r['peer']} | {r['ms']:.3f} | {r['tflops']:.1f} | {spread} "
+                     f"| {100 * r['tflops'] / peak:.1f} |")
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
@@ -223,16 +254,25 @@ def main(argv):
     parser.add_argument("--out", default=".", help="folder for bench_peers.{md,json,png}")
     parser.add_argument("--peers", help="comma-separated subset of peers to run")
     parser.add_argument("--budget-ms", type=float, default=300.0,
-                        help="GPU time to spend timing each case and peer (runs: 10 to 200)")
+                        help="GPU time to spend timing each case and peer per round (runs: 10 to 200)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="time each case's peers this many times, alternating their order")
+    parser.add_argument("--kernel", help="force vflash's kernel (e.g. mma, hopper)")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if not torch.cuda.is_available():
         print("bench_peers: no CUDA GPU visible to torch; nothing to measure", file=sys.stderr)
         return 2
-    bench = Bench(set(args.peers.split(",")) if args.peers else None, args.budget_ms)
+    bench = Bench(set(args.peers.split(",")) if args.peers else None, args.budget_ms, args.rounds)
+    if args.kernel:
+        if bench.vflash is None:
+            parser.error("--kernel needs the vflash package")
+        bench.vflash.force_kernel(args.kernel)
     props = torch.cuda.get_device_properties(0)
     info = dict(gpu=props.name, cc=f"{props.major}.{props.minor}", torch=torch.__version__,
                 cudnn=torch.backends.cudnn.version(), fa4=bench.fa4 is not None,
-                vflash=getattr(bench.vflash, "__version__", None))
+                vflash=getattr(bench.vflash, "__version__", None), rounds=args.rounds, kernel=args.kernel)
     print(json.dumps(info))
     torch.manual_seed(0)
     peak = bench.matmul_tflops()

@@ -7,7 +7,9 @@
 #   3. the Python package's GPU tests (torch, torch.compile, CUDA graphs, CuPy)
 #      and the Qwen-VL vision-block example;
 #   4. bench/bench_peers.py: vflash and the peers side by side (table + PNG) on
-#      workloads.json and vflash's short-GQA workload;
+#      workloads.json and vflash's short-GQA workload, each case's peers timed
+#      in 3 alternating rounds; then the portable kernel (mma forced) against
+#      torch's FA2 in 5 alternating rounds (mma/bench_peers.md);
 # Carry .deps (GoogleTest sources: scripts/gpu_suite.sh --stage). Results go to $OUT.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,14 +33,17 @@ timeout 150 "$py" -m pytest python/tests -q -p timeout --timeout 120 --timeout-m
 tail -n 3 "$out/pytest.log"
 timeout 60 "$py" examples/qwen_vl_vision_block.py >"$out/example.log" 2>&1 || status=1
 tail -n 4 "$out/example.log"
-timeout 150 "$py" bench/bench_peers.py bench/workloads.json bench/workloads_short_gqa.json --out "$out" >"$out/bench_peers.log" 2>&1 || status=1
+timeout 300 "$py" bench/bench_peers.py bench/workloads.json bench/workloads_short_gqa.json --rounds 3 --out "$out" \
+  >"$out/bench_peers.log" 2>&1 || status=1
+timeout 200 "$py" bench/bench_peers.py bench/workloads.json bench/workloads_short_gqa.json --kernel mma --rounds 5 \
+  --peers torch-sdpa-fa2,torch-fa2-varlen,vflash --out "$out/mma" >"$out/bench_peers_mma.log" 2>&1 || status=1
 if [ -n "${OUT:-}" ]; then
   tar czf "$OUT/device_results.tgz" -C "$out" .
   cp "$out"/bench_peers.md "$out"/bench_peers.png "$out"/gpu-suite/summary_table.txt "$OUT/" 2>/dev/null
+  cp "$out"/mma/bench_peers.md "$OUT/bench_peers_mma.md" 2>/dev/null
 fi
 cat "$out/gpu-suite/summary_table.txt"
 cat "$out/bench_peers.md" 2>/dev/null | head -n 60
-"$build/vflash" bench bench/workloads.json --kernel mma 2>&1 | tail -n +3
-"$build/vflash" bench bench/workloads_short_gqa.json --kernel mma 2>&1 | tail -n +4
+head -n 22 "$out/mma/bench_peers.md" 2>/dev/null
 echo "device_validate: $([ $status -eq 0 ] && echo PASS || echo FAIL)"
 exit $status
