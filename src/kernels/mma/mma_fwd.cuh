@@ -24,8 +24,9 @@ namespace vflash::mma {
 
 struct FwdArgs {
   FwdParams p;
-  TileListHeader* header;
+  TileListHeader* header;  // null when the pairs are implied (pairs_implied)
   const TilePair* pairs;
+  int implied_pairs;       // their count then
   float exp2_scale;  // score -> log2 units: softmax_scale*log2e (log2e after the softcap)
   float softcap;     // 0: none; else scores become softcap * tanh(score * softcap_in)
   float softcap_in;  // softmax_scale / softcap
@@ -218,16 +219,22 @@ __global__ void __launch_bounds__(kWarps * 32)
   const LaneOffsets<kChunks> k_lane(sK, (lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1);
   const LaneOffsets<kChunks> v_lane(sV, lane & 15, lane >> 4);
   const int head_groups = p.heads_q / args.pack;
-  const int num_pairs = args.header->num_pairs, num_tiles = num_pairs * head_groups;
-  const bool equal_costs = args.header->equal_costs != 0;
+  // Pairs implied (dense, no mask: never with row bounds) or from the list.
+  const bool implied = !kRowBounds && args.header == nullptr;
+  const int num_pairs = implied ? args.implied_pairs : args.header->num_pairs, num_tiles = num_pairs * head_groups;
+  const bool equal_costs = implied || args.header->equal_costs != 0;
   // Tile t -> (pair, head group): tile_index (mma_schedule.cuh); never head-major with row bounds.
-  const bool head_major = !kRowBounds && args.header->head_major != 0;
+  const bool head_major = !kRowBounds && (implied ? num_pairs > p.batch : args.header->head_major != 0);
   const auto pair_of = [&](int t) { return tile_index(t, num_pairs, head_groups, head_major).pair; };
   const auto group_of = [&](int t) { return tile_index(t, num_pairs, head_groups, head_major).head_group; };
 
-  // Thread 0 copies a tile's pair into a slot (complete after the next wait).
+  // Thread 0 puts a tile's pair into a slot (complete after the next wait
+  // and barrier): derived, or copied from the list.
   auto fetch_pair = [&](int tile, int slot) {
-    if (tid == 0) {
+    if (tid != 0) return;
+    if (implied) {
+      pair_slot[slot] = implied_pair(p, pair_of(tile), kBlockM / args.pack, kBlockN);
+    } else {
       const char* src = reinterpret_cast<const char*>(args.pairs + pair_of(tile));
       cp_async_16(smem_addr(&pair_slot[slot]), src, true);
       cp_async_16(smem_addr(&pair_slot[slot]) + 16, src + 16, true);
@@ -542,10 +549,15 @@ int launch_fwd_tiles(const FwdParams& p) {
   const int tokens = kBlockM / pack;  // per query block of the tile list
   const int64_t max_tiles = max_query_blocks(p, tokens) * (p.heads_q / pack);
   if (max_tiles == 0) return cudaSuccess;
-  if (p.workspace == nullptr || p.workspace_bytes < tile_list_bytes(p, tokens)) return cudaErrorInvalidValue;
-  auto* header = static_cast<TileListHeader*>(p.workspace);
-  auto* pairs = reinterpret_cast<TilePair*>(header + 1);
-  if (int err = launch_tile_list(p, tokens, kBlockN, header, pairs); err != cudaSuccess) return err;
+  const bool implied = pairs_implied(p);
+  TileListHeader* header = nullptr;
+  TilePair* pairs = nullptr;
+  if (!implied) {
+    if (p.workspace == nullptr || p.workspace_bytes < tile_list_bytes(p, tokens)) return cudaErrorInvalidValue;
+    header = static_cast<TileListHeader*>(p.workspace);
+    pairs = reinterpret_cast<TilePair*>(header + 1);
+    if (int err = launch_tile_list(p, tokens, kBlockN, header, pairs); err != cudaSuccess) return err;
+  }
 
   auto kernel = p.has_window() ? fwd_kernel<Elem, kBucket, kWarps, kMAtoms, kBlockN, true>
                                 : fwd_kernel<Elem, kBucket, kWarps, kMAtoms, kBlockN, false>;
@@ -568,6 +580,7 @@ int launch_fwd_tiles(const FwdParams& p) {
   args.p = p;
   args.header = header;
   args.pairs = pairs;
+  args.implied_pairs = implied ? int(max_query_blocks(p, tokens)) : 0;
   args.group = p.heads_q / p.heads_k;
   args.pack = pack;
   constexpr float kLog2e = 1.4426950408889634f;

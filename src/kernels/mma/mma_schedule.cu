@@ -20,14 +20,8 @@ __device__ void for_each_pair(const FwdParams& p, int block_m, int block_n, Visi
     const SeqExtent e = seq_extent(p, b);
     const int blocks = (e.seqlen_q + block_m - 1) / block_m;
     for (int mb = lane; mb < blocks; mb += 32) {
-      const int m0 = mb * block_m;
-      const int m_last = min(m0 + block_m, e.seqlen_q) - 1;
-      const KeyRange r = key_range(m0, m_last, e.seqlen_q, e.seqlen_k, p.window_left, p.window_right);
-      const int nb_first = r.begin / block_n;
-      const int nb_end = r.end > r.begin ? (r.end - 1) / block_n + 1 : nb_first;
-      const TilePair pair{b,          m0,         int(e.q_start), int(e.k_start),
-                          e.seqlen_q, e.seqlen_k, nb_first,       nb_end};
-      visit(pair, kCostBins - 1 - min(nb_end - nb_first, kCostBins - 1));
+      const TilePair pair = make_pair(p, b, e, mb * block_m, block_m, block_n);
+      visit(pair, kCostBins - 1 - min(pair.nb_end - pair.nb_first, kCostBins - 1));
     }
   }
 }
