@@ -339,31 +339,23 @@ int run_checks() {
   long failed = 0, runs = 0;
   for (const Case& c : cases) failed += check_case(c, seed ^ std::hash<std::string>{}(c.name)) != 0, ++runs;
   // The shapes the library picks on devices with less shared memory per block
-  // than this one, launched directly: d256 on 8.6/8.9/12.x (standard) and 8.0
-  // (smem_128k); d64 on 8.6/8.9/12.x (standard: 64-key blocks).
+  // than this one (8.6/8.9/12.x: two CTAs of the two_ctas shape do not fit),
+  // launched directly: the standard d64 (64-key blocks) and d160 / d192 (8 warps
+  // x 32-key blocks) shapes.
   for (const Case& c : cases) {
     const int bucket = mma::bucket_for(c.d, c.dv);
-    if (bucket != 256 && bucket != 64) continue;
+    if (bucket != 64 && bucket != 160 && bucket != 192) continue;
     const bool bf16 = c.dtype == DType::bf16;
     const uint64_t s = seed ^ std::hash<std::string>{}(c.name);
     using mma::TileShape;
-    if (bucket == 64) {
-      failed += check_case(c, s,
-                           bf16 ? &mma::launch_fwd_shape<__nv_bfloat16, 64, TileShape::standard>
-                                : &mma::launch_fwd_shape<__half, 64, TileShape::standard>,
-                           " (standard d64 shape)") != 0;
-      runs += 1;
-      continue;
-    }
-    failed += check_case(c, s,
-                         bf16 ? &mma::launch_fwd_shape<__nv_bfloat16, 256, TileShape::standard>
-                              : &mma::launch_fwd_shape<__half, 256, TileShape::standard>,
-                         " (standard d256 shape)") != 0;
-    failed += check_case(c, s,
-                         bf16 ? &mma::launch_fwd_shape<__nv_bfloat16, 256, TileShape::smem_128k>
-                              : &mma::launch_fwd_shape<__half, 256, TileShape::smem_128k>,
-                         " (128 KiB d256 shape)") != 0;
-    runs += 2;
+    LaunchFn launch = bucket == 64    ? (bf16 ? &mma::launch_fwd_shape<__nv_bfloat16, 64, TileShape::standard>
+                                              : &mma::launch_fwd_shape<__half, 64, TileShape::standard>)
+                      : bucket == 160 ? (bf16 ? &mma::launch_fwd_shape<__nv_bfloat16, 160, TileShape::standard>
+                                              : &mma::launch_fwd_shape<__half, 160, TileShape::standard>)
+                                      : (bf16 ? &mma::launch_fwd_shape<__nv_bfloat16, 192, TileShape::standard>
+                                              : &mma::launch_fwd_shape<__half, 192, TileShape::standard>);
+    failed += check_case(c, s, launch, " (standard shape)") != 0;
+    runs += 1;
   }
   std::printf("checks: %ld runs, %ld failed (seed %llu)\n", runs, failed, (unsigned long long)seed);
   return failed ? 1 : 0;
@@ -457,22 +449,23 @@ struct Candidate {
   LaunchFn launch;
   int block_m;
 };
-#define VFLASH_CANDIDATE(B, W, MA, N) \
-  Candidate{B, #W "w x" #MA " n" #N, &mma::launch_fwd_tiles<__nv_bfloat16, B, W, MA, N>, W * 16 * MA}
+#define VFLASH_CANDIDATE(B, W, MA, N, KV) \
+  Candidate{B, #W "w x" #MA " n" #N " kv" #KV, &mma::launch_fwd_tiles<__nv_bfloat16, B, W, MA, N, KV>, W * 16 * MA}
 #ifdef VFLASH_BENCH_TILES
-// (8, 1, 32) and (8, 1, 64) at 256 need 128 and 192 KiB of shared memory.
+// (8, 1, 32) and (8, 1, 64) at 256 need 128 and 192 KiB of shared memory; kv1:
+// K and V single-buffered.
 const Candidate kCandidates[] = {
-    VFLASH_CANDIDATE(64, 4, 2, 64),  VFLASH_CANDIDATE(64, 8, 1, 64),  VFLASH_CANDIDATE(64, 4, 2, 32),
-    VFLASH_CANDIDATE(64, 4, 2, 128), VFLASH_CANDIDATE(64, 4, 1, 64),  VFLASH_CANDIDATE(80, 4, 2, 64),
-    VFLASH_CANDIDATE(80, 4, 1, 64),  VFLASH_CANDIDATE(80, 8, 1, 64),  VFLASH_CANDIDATE(80, 4, 2, 32),
-    VFLASH_CANDIDATE(128, 4, 2, 64), VFLASH_CANDIDATE(128, 4, 2, 32), VFLASH_CANDIDATE(128, 8, 1, 64),
-    VFLASH_CANDIDATE(128, 8, 1, 32), VFLASH_CANDIDATE(128, 4, 1, 64),
-    VFLASH_CANDIDATE(256, 8, 1, 16), VFLASH_CANDIDATE(256, 8, 1, 32), VFLASH_CANDIDATE(256, 8, 1, 64),
-    VFLASH_CANDIDATE(64, 8, 2, 64),  VFLASH_CANDIDATE(64, 4, 1, 32),  VFLASH_CANDIDATE(80, 4, 1, 32),
-    VFLASH_CANDIDATE(128, 4, 1, 32), VFLASH_CANDIDATE(80, 4, 2, 128),
+    VFLASH_CANDIDATE(64, 4, 2, 64, 2),  VFLASH_CANDIDATE(64, 8, 1, 64, 2),  VFLASH_CANDIDATE(64, 4, 2, 32, 2),
+    VFLASH_CANDIDATE(64, 4, 2, 128, 2), VFLASH_CANDIDATE(64, 4, 1, 64, 2),  VFLASH_CANDIDATE(80, 4, 2, 64, 2),
+    VFLASH_CANDIDATE(80, 4, 1, 64, 2),  VFLASH_CANDIDATE(80, 8, 1, 64, 2),  VFLASH_CANDIDATE(80, 4, 2, 32, 2),
+    VFLASH_CANDIDATE(128, 4, 2, 64, 2), VFLASH_CANDIDATE(128, 4, 2, 32, 2), VFLASH_CANDIDATE(128, 8, 1, 64, 2),
+    VFLASH_CANDIDATE(128, 8, 1, 32, 2), VFLASH_CANDIDATE(128, 4, 1, 64, 2),
+    VFLASH_CANDIDATE(256, 8, 1, 16, 2), VFLASH_CANDIDATE(256, 8, 1, 32, 2), VFLASH_CANDIDATE(256, 8, 1, 64, 2),
+    VFLASH_CANDIDATE(64, 8, 2, 64, 2),  VFLASH_CANDIDATE(64, 4, 1, 32, 2),  VFLASH_CANDIDATE(80, 4, 1, 32, 2),
+    VFLASH_CANDIDATE(128, 4, 1, 32, 2), VFLASH_CANDIDATE(80, 4, 2, 128, 2), VFLASH_CANDIDATE(256, 4, 1, 64, 1),
 };
 #else
-const Candidate kCandidates[] = {VFLASH_CANDIDATE(80, 4, 2, 64)};
+const Candidate kCandidates[] = {VFLASH_CANDIDATE(80, 4, 2, 64, 2)};
 #endif
 
 int run_bench(bool tiles) {

@@ -14,6 +14,7 @@
 
 #include <cuda_runtime.h>
 
+#include <bit>
 #include <cmath>
 
 #include "kernels/mma/mma_ptx.cuh"
@@ -70,7 +71,7 @@ struct LaneOffsets {
   }
 };
 
-template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN>
+template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN, int kKVStages>
 struct FwdTile {
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kBlockM = kWarps * 16 * kMAtoms;
@@ -88,7 +89,7 @@ struct FwdTile {
   // d256 +5 %), after the softmax for the others (d128 -10 % with the early
   // hand-off: spills).
   static constexpr bool kEarlyQLoad = kWarps == 8;
-  static_assert(kBlockN % 16 == 0 && kBucket % 16 == 0);
+  static_assert(kBlockN % 16 == 0 && kBucket % 16 == 0 && (kKVStages == 1 || kKVStages == 2));
 
   // Issue cp.async of a [kRows][kChunks] tile whose row 0 is at g; rows >=
   // rows_valid and chunks >= chunks_data read as zero (the bucket's padding).
@@ -106,16 +107,23 @@ struct FwdTile {
                                               int rows_valid, int chunks_data, int pack = 1,
                                               int64_t head_stride = 0) {
     constexpr int kBlockCopies = 8 * kPitch;  // one block of 8 rows
-    constexpr int kGroupsPerPass = kThreads / kBlockCopies;
-    constexpr int kRowsPerPass = 8 * kGroupsPerPass;
+    // With fewer threads than a block's copies (d160..d256 on 4 warps) a pass
+    // copies the largest power of two of rows its threads cover; a pass's slot
+    // is then the first pass's with the pass's row offset XORed in (row0 <
+    // kRowsPerPass).
+    constexpr int kRowsPerPass =
+        kBlockCopies <= kThreads ? 8 * (kThreads / kBlockCopies) : std::bit_floor(unsigned(kThreads / kPitch));
     constexpr int kPasses = (kRows + kRowsPerPass - 1) / kRowsPerPass;
-    static_assert(kRows % 8 == 0 && kBlockCopies <= kThreads);
+    static_assert(kRows % 8 == 0 && (kRowsPerPass % 8 == 0 || 8 % kRowsPerPass == 0));
     const int tid = threadIdx.x;
     const int row0 = tid / kPitch, chunk = tid % kPitch;  // row0 = 8 * block + row in block
-    if (tid >= kGroupsPerPass * kBlockCopies || chunk >= kChunks) return;
+    if (tid >= kRowsPerPass * kPitch || chunk >= kChunks) return;
     const bool chunk_valid = chunk < chunks_data;
-    const uint32_t dst = s_base + swizzle<kChunks>(row0, chunk);
     constexpr uint32_t kPassBytes = kRowsPerPass * kRowBytes;
+    const uint32_t first_dst = s_base + swizzle<kChunks>(row0, chunk);
+    const auto dst = [&](int pass) {
+      return (first_dst + pass * kPassBytes) ^ uint32_t((pass * kRowsPerPass & 7) << 4);
+    };
     if constexpr (kStacked) {
 #pragma unroll
       for (int i = 0; i < kPasses; ++i) {
@@ -123,7 +131,7 @@ struct FwdTile {
         if (kRows % kRowsPerPass == 0 || row < kRows) {
           const bool valid = chunk_valid && row < rows_valid;
           const Elem* at = g + (row / pack) * row_stride + (row % pack) * head_stride + chunk * 8;
-          cp_async_16(dst + i * kPassBytes, valid ? at : g, valid);
+          cp_async_16(dst(i), valid ? at : g, valid);
         }
       }
     } else {
@@ -134,14 +142,14 @@ struct FwdTile {
 #pragma unroll
         for (int i = 0; i < kPasses; ++i)
           if (kRows % kRowsPerPass == 0 || row0 + i * kRowsPerPass < kRows)
-            cp_async_16(dst + i * kPassBytes, src + i * pass_stride, chunk_valid);
+            cp_async_16(dst(i), src + i * pass_stride, chunk_valid);
       } else {
 #pragma unroll
         for (int i = 0; i < kPasses; ++i) {
           const int row = row0 + i * kRowsPerPass;
           if (kRows % kRowsPerPass == 0 || row < kRows) {
             const bool valid = chunk_valid && row < rows_valid;
-            cp_async_16(dst + i * kPassBytes, valid ? src + i * pass_stride : g, valid);
+            cp_async_16(dst(i), valid ? src + i * pass_stride : g, valid);
           }
         }
       }
@@ -189,23 +197,26 @@ struct TileView {
 // changes how ptxas allocates and schedules the unmasked loop: a cheaper row
 // mask measured -3..-5 % on vision shapes, which never execute it, when both
 // shared one kernel).
-template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN, bool kRowBounds>
+template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN, int kKVStages, bool kRowBounds>
 __global__ void __launch_bounds__(kWarps * 32)
     fwd_kernel(const __grid_constant__ FwdArgs args) {
-  using T = FwdTile<Elem, kBucket, kWarps, kMAtoms, kBlockN>;
+  using T = FwdTile<Elem, kBucket, kWarps, kMAtoms, kBlockN, kKVStages>;
   using View = TileView<Elem, T::kBlockM>;
   constexpr int kBlockM = T::kBlockM, kChunks = T::kChunks, kSteps = T::kSteps,
                 kNTiles = T::kNTiles;
   constexpr uint32_t kKVBytes = kBlockN * T::kRowBytes;  // one K or V buffer
 
-  // Q, then two stages of K and V: block i computes from stage i & 1 while
-  // block i + 1 (or the next tile's first block) loads into the other.
+  // Q, then the stages of K and V. Two stages: block i computes from stage
+  // i & 1 while block i + 1 (or the next tile's first block) loads into the
+  // other. One stage (TileConfig::kv_stages): V of block i loads during its
+  // Q*K^T, K of the next block (and at a tile's end the next Q) during its
+  // softmax and P*V; two barriers per block, in half the shared memory.
   extern __shared__ __align__(128) uint4 smem[];
   __shared__ TilePair pair_slot[2];  // this tile's and the next one's
   __shared__ int next_slot[2];       // the tile after this one (per tile parity)
   const uint32_t sQ = smem_addr(smem);
   const uint32_t sK = sQ + kBlockM * T::kRowBytes;
-  const uint32_t sV = sK + 2 * kKVBytes;
+  const uint32_t sV = sK + kKVStages * kKVBytes;
 
   const FwdParams& p = args.p;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -247,13 +258,23 @@ __global__ void __launch_bounds__(kWarps * 32)
     else
       T::template load<kBlockM>(sQ, view.q(p), p.q_row_stride, view.rows_valid, q_data_chunks);
   };
-  // K and V of key block nb of a tile into a stage.
-  auto load_kv = [&](const View& view, int nb, int stage) {
+  // K or V of key block nb of a tile into a stage.
+  auto load_k = [&](const View& view, int nb, int stage) {
     const int n0 = nb * kBlockN;
     T::template load<kBlockN>(sK + stage * kKVBytes, view.k(p) + n0 * p.k_row_stride,
                               p.k_row_stride, view.g.seqlen_k - n0, q_data_chunks);
+  };
+  auto load_v = [&](const View& view, int nb, int stage) {
+    const int n0 = nb * kBlockN;
     T::template load<kBlockN>(sV + stage * kKVBytes, view.v(p) + n0 * p.v_row_stride,
                               p.v_row_stride, view.g.seqlen_k - n0, v_data_chunks);
+  };
+  // What a tile's first block needs before its top barrier: K and V, or with
+  // one stage K only (its V loads at that barrier).
+  auto load_first = [&](const View& view, int stage) {
+    if (view.g.nb_end == view.g.nb_first) return;
+    load_k(view, view.g.nb_end - 1, stage);
+    if constexpr (kKVStages == 2) load_v(view, view.g.nb_end - 1, stage);
   };
 
   int tile = blockIdx.x;
@@ -266,7 +287,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   {
     const View first(pair_slot[0], group_of(tile), args);
     load_q(first);
-    if (first.g.nb_end > first.g.nb_first) load_kv(first, first.g.nb_end - 1, stage);
+    load_first(first, stage);
     cp_async_commit();
   }
 
@@ -319,7 +340,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       if (has_next()) {
         const View nxt(pair_slot[(iter + 1) & 1], group_of(next()), args);
         load_q(nxt);
-        if (nxt.g.nb_end > nxt.g.nb_first) load_kv(nxt, nxt.g.nb_end - 1, stage);
+        load_first(nxt, stage);
       }
       cp_async_commit();
     }
@@ -328,11 +349,15 @@ __global__ void __launch_bounds__(kWarps * 32)
       const int n0 = nb * kBlockN;
       cp_async_wait<0>();
       __syncthreads();  // block nb (and Q) landed; every warp is done with the other stage
-      if (nb > nb_first) {
-        load_kv(cur, nb - 1, stage ^ 1);
-      } else if (has_next()) {
-        const View nxt(pair_slot[(iter + 1) & 1], group_of(next()), args);
-        if (nxt.g.nb_end > nxt.g.nb_first) load_kv(nxt, nxt.g.nb_end - 1, stage ^ 1);
+      if constexpr (kKVStages == 2) {
+        if (nb > nb_first) {
+          load_k(cur, nb - 1, stage ^ 1);
+          load_v(cur, nb - 1, stage ^ 1);
+        } else if (has_next()) {
+          load_first(View(pair_slot[(iter + 1) & 1], group_of(next()), args), stage ^ 1);
+        }
+      } else {
+        load_v(cur, nb, 0);
       }
       cp_async_commit();
       const uint32_t k_stage = stage * kKVBytes, v_stage = stage * kKVBytes;
@@ -341,6 +366,20 @@ __global__ void __launch_bounds__(kWarps * 32)
       const auto load_next_q = [&] {
         __syncthreads();
         if (has_next()) load_q(View(pair_slot[(iter + 1) & 1], group_of(next()), args));
+        cp_async_commit();
+      };
+      // One stage, after Q*K^T: V of this block lands; every warp is done
+      // with K (and at a tile's last block with Q), which take the next block's.
+      const auto load_next_k = [&] {
+        cp_async_wait<0>();
+        __syncthreads();
+        if (nb > nb_first) {
+          load_k(cur, nb - 1, 0);
+        } else if (has_next()) {
+          const View nxt(pair_slot[(iter + 1) & 1], group_of(next()), args);
+          load_q(nxt);
+          load_first(nxt, 0);
+        }
         cp_async_commit();
       };
       uint32_t pf[kMAtoms][kBlockN / 16][4];  // P as A fragments of P*V
@@ -386,7 +425,9 @@ __global__ void __launch_bounds__(kWarps * 32)
           }
         }
       }
-      if constexpr (T::kEarlyQLoad) {
+      if constexpr (kKVStages == 1) {
+        load_next_k();
+      } else if constexpr (T::kEarlyQLoad) {
         if (nb == nb_first) load_next_q();
       }
 
@@ -481,7 +522,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         }
       }
 
-      if constexpr (!T::kEarlyQLoad) {
+      if constexpr (kKVStages == 2 && !T::kEarlyQLoad) {
         if (nb == nb_first) load_next_q();
       }
 
@@ -500,7 +541,7 @@ __global__ void __launch_bounds__(kWarps * 32)
           }
         }
       }
-      stage ^= 1;
+      if constexpr (kKVStages == 2) stage ^= 1;
     }
 
     // Epilogue: O / rowsum, and LSE; rows without a visible key give 0 and -inf.
@@ -541,9 +582,9 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 // Launch of one instantiation: the tile-list prepass, then the persistent grid
 // (as many CTAs as fit on the device at once, never more than tiles).
-template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN>
+template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN, int kKVStages = 2>
 int launch_fwd_tiles(const FwdParams& p) {
-  constexpr TileConfig cfg{kWarps, kMAtoms, kBlockN};
+  constexpr TileConfig cfg{kWarps, kMAtoms, kBlockN, kKVStages};
   constexpr int kBlockM = cfg.block_m();
   const int pack = stacked_heads(p, kBlockM);
   const int tokens = kBlockM / pack;  // per query block of the tile list
@@ -559,8 +600,8 @@ int launch_fwd_tiles(const FwdParams& p) {
     if (int err = launch_tile_list(p, tokens, kBlockN, header, pairs); err != cudaSuccess) return err;
   }
 
-  auto kernel = p.has_window() ? fwd_kernel<Elem, kBucket, kWarps, kMAtoms, kBlockN, true>
-                                : fwd_kernel<Elem, kBucket, kWarps, kMAtoms, kBlockN, false>;
+  auto kernel = p.has_window() ? fwd_kernel<Elem, kBucket, kWarps, kMAtoms, kBlockN, kKVStages, true>
+                                : fwd_kernel<Elem, kBucket, kWarps, kMAtoms, kBlockN, kKVStages, false>;
   constexpr size_t smem = cfg.smem_bytes(kBucket);
   // CTAs per device (set up once per kernel and device: attribute and occupancy).
   static PerDevice resident[2];  // per kernel: [has_window]
@@ -597,7 +638,7 @@ int launch_fwd_tiles(const FwdParams& p) {
 template <class Elem, int kBucket, TileShape kShape>
 int launch_fwd_shape(const FwdParams& p) {
   constexpr TileConfig c = tile_config(kBucket, kShape);
-  return launch_fwd_tiles<Elem, kBucket, c.warps, c.m_atoms, c.block_n>(p);
+  return launch_fwd_tiles<Elem, kBucket, c.warps, c.m_atoms, c.block_n, c.kv_stages>(p);
 }
 
 template <class Elem, int kBucket>
@@ -607,9 +648,7 @@ int launch_fwd(const FwdParams& p) {
   switch (tile_shape(p, kBucket, smem_per_block)) {
     case TileShape::short_rows: return launch_fwd_shape<Elem, kBucket, TileShape::short_rows>(p);
     case TileShape::short_seqs: return launch_fwd_shape<Elem, kBucket, TileShape::short_seqs>(p);
-    case TileShape::smem_192k: return launch_fwd_shape<Elem, kBucket, TileShape::smem_192k>(p);
-    case TileShape::smem_128k: return launch_fwd_shape<Elem, kBucket, TileShape::smem_128k>(p);
-    case TileShape::two_ctas_160k: return launch_fwd_shape<Elem, kBucket, TileShape::two_ctas_160k>(p);
+    case TileShape::two_ctas: return launch_fwd_shape<Elem, kBucket, TileShape::two_ctas>(p);
     default: return launch_fwd_shape<Elem, kBucket, TileShape::standard>(p);
   }
 }

@@ -35,16 +35,18 @@ constexpr int bucket_for(int head_dim, int head_dim_v) {
 
 // A CTA of `warps` warps owns block_m = warps * 16 * m_atoms query rows (each
 // warp 16 * m_atoms consecutive rows) and walks the keys block_n at a time,
-// K and V double-buffered. Shared memory: (block_m + 4 * block_n) * pitch * 2
-// bytes (pitch: the bucket rounded up to 64 elements, whole 128-byte lines per row).
+// K and V in kv_stages buffers each. Shared memory: (block_m + 2 * kv_stages *
+// block_n) * pitch * 2 bytes (pitch: the bucket rounded up to 64 elements,
+// whole 128-byte lines per row).
 struct TileConfig {
   int warps;
   int m_atoms;
   int block_n;
+  int kv_stages = 2;  // 1: K and V single-buffered, loaded in alternate phases (mma_fwd.cuh)
   constexpr int block_m() const { return warps * 16 * m_atoms; }
   constexpr int threads() const { return warps * 32; }
   constexpr size_t smem_bytes(int bucket) const {
-    return size_t(block_m() + 4 * block_n) * ((bucket + 63) / 64 * 64) * 2;
+    return size_t(block_m() + 2 * kv_stages * block_n) * ((bucket + 63) / 64 * 64) * 2;
   }
   constexpr bool operator==(const TileConfig&) const = default;
 };
@@ -58,22 +60,19 @@ struct TileConfig {
 //               the standard tile would run half empty;
 //   short_seqs: the same with 32-key blocks when the keys, too, fit one 64-key
 //               block: less shared memory, so a third CTA fits on an SM;
-//   smem_192k, smem_128k: longer key blocks on devices that give a block that
-//               much shared memory (9.0 and 10.x: 227 KiB; 8.0: 163 KiB), the
-//               largest that fits;
-//   two_ctas_160k: longer key blocks where two CTAs of them (160 KiB) still fit
-//               on an SM, judged by the per-block opt-in (9.0, 10.x, 8.0; the
-//               99 KiB devices would drop to one CTA per SM).
+//   two_ctas:   a shape that is faster where two of its CTAs fit on an SM,
+//               judged by the per-block opt-in (9.0, 10.x, 8.0; the 99 KiB
+//               devices would run one).
 // A bucket without such an alternative returns its standard shape.
-enum class TileShape { standard, short_rows, short_seqs, smem_192k, smem_128k, two_ctas_160k };
+enum class TileShape { standard, short_rows, short_seqs, two_ctas };
 
 constexpr TileConfig tile_config(int bucket, TileShape shape = TileShape::standard) {
   switch (bucket) {
     case 32:
     case 64:
-      // 128-key blocks (Q then re-read from shared memory): d64 +5.6 %,
-      // d64-causal +13 % on the H100.
-      if (shape == TileShape::two_ctas_160k) return {4, 2, 128};
+      // 128-key blocks (Q then re-read from shared memory, 80 KiB): d64
+      // +5.6 %, d64-causal +13 % on the H100.
+      if (shape == TileShape::two_ctas) return {4, 2, 128};
       [[fallthrough]];
     case 80:
     case 96:
@@ -81,17 +80,19 @@ constexpr TileConfig tile_config(int bucket, TileShape shape = TileShape::standa
       return shape == TileShape::short_rows   ? TileConfig{4, 1, 64}
              : shape == TileShape::short_seqs ? TileConfig{4, 1, 32}
                                               : TileConfig{4, 2, 64};
+    // d160..d256: 64-key blocks with K and V single-buffered (72 / 96 KiB):
+    // d192 on the H100 308-311 against 242-245 with 8 warps x 32-key blocks,
+    // two buffers (96 KiB), where two CTAs fit; with one CTA per SM (the 99 KiB
+    // devices) the 8 warps stay ahead at d192 (243 against 236) but not at d256
+    // (8 warps x 16-key blocks: 182 against 247).
     case 160:
-    case 192: return {8, 1, 32};
-    default:
-      return shape == TileShape::smem_192k   ? TileConfig{8, 1, 64}
-             : shape == TileShape::smem_128k ? TileConfig{8, 1, 32}
-                                             : TileConfig{8, 1, 16};
+    case 192: return shape == TileShape::two_ctas ? TileConfig{4, 1, 64, 1} : TileConfig{8, 1, 32};
+    default: return {4, 1, 64, 1};
   }
 }
 
-inline constexpr TileShape kTileShapes[] = {TileShape::standard,  TileShape::short_rows, TileShape::short_seqs,
-                                            TileShape::smem_192k, TileShape::smem_128k,  TileShape::two_ctas_160k};
+inline constexpr TileShape kTileShapes[] = {TileShape::standard, TileShape::short_rows, TileShape::short_seqs,
+                                            TileShape::two_ctas};
 
 // Rows/keys of sequence b.
 struct SeqExtent {
@@ -204,12 +205,8 @@ inline TileShape tile_shape(const FwdParams& p, int bucket, size_t smem_per_bloc
     const int max_k = p.is_varlen() ? p.max_seqlen_k : p.seqlen_k;
     return max_k <= short_rows.block_n ? TileShape::short_seqs : TileShape::short_rows;
   }
-  for (TileShape larger : {TileShape::smem_192k, TileShape::smem_128k}) {
-    const TileConfig c = tile_config(bucket, larger);
-    if (c != standard && c.smem_bytes(bucket) <= smem_per_block) return larger;
-  }
-  const TileConfig two_ctas = tile_config(bucket, TileShape::two_ctas_160k);
-  if (two_ctas != standard && 2 * two_ctas.smem_bytes(bucket) <= smem_per_block) return TileShape::two_ctas_160k;
+  const TileConfig two_ctas = tile_config(bucket, TileShape::two_ctas);
+  if (two_ctas != standard && 2 * two_ctas.smem_bytes(bucket) <= smem_per_block) return TileShape::two_ctas;
   return TileShape::standard;
 }
 
