@@ -1,7 +1,8 @@
 // The mma forward kernel: a persistent CTA walks (query block, head) tiles of
 // the tile list and, per tile, streams key/value blocks through shared memory
-// (cp.async, two stages: K and V of the next block, or of the next tile's
-// first block and then its Q, load while this block computes), multiplies on
+// (cp.async; two stages: K and V of the next block, or of the next tile's
+// first block and then its Q, load while this block computes; or one stage,
+// K and V loading in alternate phases of the block), multiplies on
 // warp tensor cores (ldmatrix + mma.sync m16n8k16, fp32 accumulation) and keeps
 // an fp32 online softmax in the exp2 domain (softmax_scale * log2(e) folded
 // into one FFMA per score before ex2).
