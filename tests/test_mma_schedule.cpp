@@ -1,6 +1,7 @@
 // The mma kernel's tile order (no GPU needed): tile_index must name every
 // (pair, head group) exactly once, and keep the tile list's longest-first
-// order unless head-major.
+// order unless head-major, which only equal unmasked tiles of sequences over
+// several query blocks take.
 #include <gtest/gtest.h>
 
 #include <set>
@@ -51,6 +52,19 @@ TEST_P(TileOrder, KeepsTheListOrder) {
 INSTANTIATE_TEST_SUITE_P(Orders, TileOrder,
                          ::testing::Values(Order{7, 32, false}, Order{5, 1, false}, Order{1, 6, false},
                                            Order{9, 16, true}, Order{1, 3, true}, Order{4, 1, true}));
+
+TEST(HeadMajorOrder, OnlyEqualUnmaskedTilesOfLongSequences) {
+  FwdParams p;
+  p.batch = 2;
+  EXPECT_TRUE(head_major_order(p, true, 3));    // a sequence over two query blocks
+  EXPECT_FALSE(head_major_order(p, true, 2));   // one query block per sequence: whole token rows
+  EXPECT_FALSE(head_major_order(p, false, 8));  // uneven tiles keep the longest-first order
+  p.window_right = 0;                           // causal
+  EXPECT_FALSE(head_major_order(p, true, 8));
+  p.window_right = -1;
+  p.window_left = 64;
+  EXPECT_FALSE(head_major_order(p, true, 8));
+}
 
 }  // namespace
 }  // namespace vflash::mma

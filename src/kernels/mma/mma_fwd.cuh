@@ -236,7 +236,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int num_pairs = implied ? args.implied_pairs : args.header->num_pairs, num_tiles = num_pairs * head_groups;
   const bool equal_costs = implied || args.header->equal_costs != 0;
   // Tile t -> (pair, head group): tile_index (mma_schedule.cuh); never head-major with row bounds.
-  const bool head_major = !kRowBounds && (implied ? num_pairs > p.batch : args.header->head_major != 0);
+  const bool head_major = !kRowBounds && (implied ? head_major_order(p, true, num_pairs) : args.header->head_major != 0);
   const auto pair_of = [&](int t) { return tile_index(t, num_pairs, head_groups, head_major).pair; };
   const auto group_of = [&](int t) { return tile_index(t, num_pairs, head_groups, head_major).head_group; };
 
@@ -581,8 +581,9 @@ __global__ void __launch_bounds__(kWarps * 32)
   cp_async_wait<0>();
 }
 
-// Launch of one instantiation: the tile-list prepass, then the persistent grid
-// (as many CTAs as fit on the device at once, never more than tiles).
+// Launch of one instantiation: the tile-list prepass (unless the pairs are
+// implied), then the persistent grid (as many CTAs as fit on the device at
+// once, never more than tiles).
 template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN, int kKVStages = 2>
 int launch_fwd_tiles(const FwdParams& p) {
   constexpr TileConfig cfg{kWarps, kMAtoms, kBlockN, kKVStages};

@@ -66,8 +66,7 @@ __global__ void __launch_bounds__(kPrepassThreads)
   __syncthreads();
   if (count > 0 && count < total) header->equal_costs = 0;  // pairs in more than one bin
   __syncthreads();
-  // tile_index: equal unmasked tiles, some sequence over several query blocks.
-  if (tid == 0) header->head_major = header->equal_costs && p.window_left < 0 && p.window_right < 0 && total > p.batch;
+  if (tid == 0) header->head_major = head_major_order(p, header->equal_costs != 0, total);
   for_each_pair(p, block_m, block_n, [&](const TilePair& pair, int bin) {
     pairs[atomicAdd(&bins[bin], 1)] = pair;
   });

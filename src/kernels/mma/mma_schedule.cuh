@@ -179,6 +179,11 @@ struct TileIndex {
   int pair, head_group;
 };
 
+// Whether a call's tiles go head by head (the rule above).
+__host__ __device__ __forceinline__ bool head_major_order(const FwdParams& p, bool equal_costs, int num_pairs) {
+  return equal_costs && p.window_left < 0 && p.window_right < 0 && num_pairs > p.batch;
+}
+
 __host__ __device__ __forceinline__ TileIndex tile_index(int t, int num_pairs, int head_groups, bool head_major) {
   if (head_major) return {t % num_pairs, t / num_pairs};
   return {t / head_groups, t % head_groups};
