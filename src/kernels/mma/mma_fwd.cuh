@@ -213,8 +213,13 @@ __global__ void __launch_bounds__(kWarps * 32)
   // Q*K^T, K of the next block (and at a tile's end the next Q) during its
   // softmax and P*V; two barriers per block, in half the shared memory.
   extern __shared__ __align__(128) uint4 smem[];
-  __shared__ TilePair pair_slot[2];  // this tile's and the next one's
-  __shared__ int next_slot[2];       // the tile after this one (per tile parity)
+  // The CTA's i-th tile uses slot i % 3: thread 0 fetches the next tile's
+  // pair while the CTA works on this one, and the epilogue re-reads this
+  // one's (rather than holding it in registers across the key loop: a
+  // per-block spill reload on d128), possibly after thread 0 has started the
+  // next tile.
+  __shared__ TilePair pair_slot[3];
+  __shared__ int next_slot[3];  // the tile after this one
   const uint32_t sQ = smem_addr(smem);
   const uint32_t sK = sQ + kBlockM * T::kRowBytes;
   const uint32_t sV = sK + kKVStages * kKVBytes;
@@ -292,7 +297,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     cp_async_commit();
   }
 
-  for (int iter = 0;; ++iter) {
+  const auto following = [](int slot) { return slot == 2 ? 0 : slot + 1; };
+  for (int slot = 0;; slot = following(slot)) {
     // Uneven tiles (causal, mixed lengths) go to the CTAs as they ask:
     // thread 0 claims the next tile of the longest-first list when this one
     // starts (a fixed round-robin left the CTA with the longest tiles up to a
@@ -302,13 +308,13 @@ __global__ void __launch_bounds__(kWarps * 32)
     // after the next barrier.
     if (tid == 0) {
       const int claimed = equal_costs ? tile + int(gridDim.x) : int(gridDim.x) + atomicAdd(&args.header->claimed, 1);
-      next_slot[iter & 1] = claimed;
-      if (claimed < num_tiles) fetch_pair(claimed, (iter + 1) & 1);
+      next_slot[slot] = claimed;
+      if (claimed < num_tiles) fetch_pair(claimed, following(slot));
     }
     cp_async_commit();
-    const auto next = [&] { return next_slot[iter & 1]; };
-    const auto has_next = [&] { return next_slot[iter & 1] < num_tiles; };
-    const View cur(pair_slot[iter & 1], group_of(tile), args);
+    const auto next = [&] { return next_slot[slot]; };
+    const auto has_next = [&] { return next_slot[slot] < num_tiles; };
+    const View cur(pair_slot[slot], group_of(tile), args);
     const int sq = cur.g.seqlen_q, sk = cur.g.seqlen_k, m0 = cur.g.m0;
     const int rows_valid = cur.rows_valid, m_last = m0 + cur.tokens_valid - 1;
     const int nb_first = cur.g.nb_first, nb_end = cur.g.nb_end;
@@ -339,7 +345,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       cp_async_wait<0>();
       __syncthreads();
       if (has_next()) {
-        const View nxt(pair_slot[(iter + 1) & 1], group_of(next()), args);
+        const View nxt(pair_slot[following(slot)], group_of(next()), args);
         load_q(nxt);
         load_first(nxt, stage);
       }
@@ -355,7 +361,7 @@ __global__ void __launch_bounds__(kWarps * 32)
           load_k(cur, nb - 1, stage ^ 1);
           load_v(cur, nb - 1, stage ^ 1);
         } else if (has_next()) {
-          load_first(View(pair_slot[(iter + 1) & 1], group_of(next()), args), stage ^ 1);
+          load_first(View(pair_slot[following(slot)], group_of(next()), args), stage ^ 1);
         }
       } else {
         load_v(cur, nb, 0);
@@ -366,7 +372,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       // Every warp is done with Q at a tile's last block: the next tile's Q may load.
       const auto load_next_q = [&] {
         __syncthreads();
-        if (has_next()) load_q(View(pair_slot[(iter + 1) & 1], group_of(next()), args));
+        if (has_next()) load_q(View(pair_slot[following(slot)], group_of(next()), args));
         cp_async_commit();
       };
       // One stage, after Q*K^T: V of this block lands; every warp is done
@@ -377,7 +383,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         if (nb > nb_first) {
           load_k(cur, nb - 1, 0);
         } else if (has_next()) {
-          const View nxt(pair_slot[(iter + 1) & 1], group_of(next()), args);
+          const View nxt(pair_slot[following(slot)], group_of(next()), args);
           load_q(nxt);
           load_first(nxt, 0);
         }
@@ -547,7 +553,8 @@ __global__ void __launch_bounds__(kWarps * 32)
 
     // Epilogue: O / rowsum, and LSE; rows without a visible key give 0 and -inf.
     if (warp_active) {
-      Elem* o_base = cur.o(p);
+      const View fin(pair_slot[slot], group_of(tile), args);
+      Elem* o_base = fin.o(p);
 #pragma unroll
       for (int ma = 0; ma < kMAtoms; ++ma) {
 #pragma unroll
@@ -557,7 +564,7 @@ __global__ void __launch_bounds__(kWarps * 32)
           sum += __shfl_xor_sync(0xffffffffu, sum, 2);
           const float inv = sum > 0.f ? 1.f / sum : 0.f;
           const int r = warp_row0 + ma * 16 + (lane >> 2) + half * 8;
-          if (r < rows_valid) {
+          if (r < fin.rows_valid) {
             const int token = r / args.pack, stacked = r % args.pack;  // of the tile's stacked heads
             Elem* orow = o_base + token * p.o_row_stride + stacked * p.o_head_stride + 2 * (lane & 3);
 #pragma unroll
@@ -567,8 +574,8 @@ __global__ void __launch_bounds__(kWarps * 32)
                     pack2<Elem>(o[ma][t][2 * half] * inv, o[ma][t][2 * half + 1] * inv);
             if (p.lse != nullptr && (lane & 3) == 0) {
               const float lse2 = sum > 0.f ? row_max[ma][half] * args.exp2_scale + __log2f(sum) : -INFINITY;
-              p.lse[cur.g.batch * p.lse_batch_stride + (cur.head + stacked) * p.lse_head_stride + cur.g.q_start + m0 +
-                    token] =
+              p.lse[fin.g.batch * p.lse_batch_stride + (fin.head + stacked) * p.lse_head_stride + fin.g.q_start +
+                    fin.g.m0 + token] =
                   lse2 * 0.69314718055994531f;
             }
           }
