@@ -340,22 +340,26 @@ int run_checks() {
   for (const Case& c : cases) failed += check_case(c, seed ^ std::hash<std::string>{}(c.name)) != 0, ++runs;
   // The shapes the library picks on devices with less shared memory per block
   // than this one (8.6/8.9/12.x: two CTAs of the two_ctas shape do not fit),
-  // launched directly: the standard d64 (64-key blocks) and d160 / d192 (8 warps
-  // x 32-key blocks) shapes.
+  // launched directly: the standard d64 (64-key blocks), d160 / d192 (8 warps
+  // x 32-key blocks) and d256 (one warp per 16 rows) shapes.
+  using mma::TileShape;
+  struct StandardShape {
+    int bucket;
+    LaunchFn fp16, bf16;
+  };
+#define VFLASH_STANDARD_SHAPE(B) \
+  StandardShape{B, &mma::launch_fwd_shape<__half, B, TileShape::standard>, \
+                &mma::launch_fwd_shape<__nv_bfloat16, B, TileShape::standard>}
+  const StandardShape standard_shapes[] = {VFLASH_STANDARD_SHAPE(64), VFLASH_STANDARD_SHAPE(160),
+                                           VFLASH_STANDARD_SHAPE(192), VFLASH_STANDARD_SHAPE(256)};
+#undef VFLASH_STANDARD_SHAPE
   for (const Case& c : cases) {
-    const int bucket = mma::bucket_for(c.d, c.dv);
-    if (bucket != 64 && bucket != 160 && bucket != 192) continue;
-    const bool bf16 = c.dtype == DType::bf16;
-    const uint64_t s = seed ^ std::hash<std::string>{}(c.name);
-    using mma::TileShape;
-    LaunchFn launch = bucket == 64    ? (bf16 ? &mma::launch_fwd_shape<__nv_bfloat16, 64, TileShape::standard>
-                                              : &mma::launch_fwd_shape<__half, 64, TileShape::standard>)
-                      : bucket == 160 ? (bf16 ? &mma::launch_fwd_shape<__nv_bfloat16, 160, TileShape::standard>
-                                              : &mma::launch_fwd_shape<__half, 160, TileShape::standard>)
-                                      : (bf16 ? &mma::launch_fwd_shape<__nv_bfloat16, 192, TileShape::standard>
-                                              : &mma::launch_fwd_shape<__half, 192, TileShape::standard>);
-    failed += check_case(c, s, launch, " (standard shape)") != 0;
-    runs += 1;
+    for (const StandardShape& shape : standard_shapes) {
+      if (shape.bucket != mma::bucket_for(c.d, c.dv)) continue;
+      const uint64_t s = seed ^ std::hash<std::string>{}(c.name);
+      failed += check_case(c, s, c.dtype == DType::bf16 ? shape.bf16 : shape.fp16, " (standard shape)") != 0;
+      runs += 1;
+    }
   }
   std::printf("checks: %ld runs, %ld failed (seed %llu)\n", runs, failed, (unsigned long long)seed);
   return failed ? 1 : 0;

@@ -1,7 +1,8 @@
 // The mma kernel's tile order (no GPU needed): tile_index must name every
 // (pair, head group) exactly once, and keep the tile list's longest-first
 // order unless head-major, which only equal unmasked tiles of sequences over
-// several query blocks take.
+// several query blocks take. And the d256 shapes: warp pairs (key_split)
+// only where two of their CTAs fit an SM.
 #include <gtest/gtest.h>
 
 #include <set>
@@ -64,6 +65,31 @@ TEST(HeadMajorOrder, OnlyEqualUnmaskedTilesOfLongSequences) {
   p.window_right = -1;
   p.window_left = 64;
   EXPECT_FALSE(head_major_order(p, true, 8));
+}
+
+TEST(KeySplit, PairsShareRowsAndNeedTheirPBuffer) {
+  constexpr TileConfig pairs{4, 2, 64, 1, true}, single{4, 1, 64, 1};
+  EXPECT_EQ(pairs.block_m(), 64);  // two pairs of 32 rows
+  EXPECT_EQ(single.block_m(), 64);
+  EXPECT_EQ(single.smem_bytes(256), 96u * 1024);
+  EXPECT_EQ(pairs.smem_bytes(256), 104u * 1024);  // plus P: 64 rows x 64 keys x 2 bytes
+}
+
+TEST(KeySplit, D256TakesPairsWhereTwoCtasFit) {
+  FwdParams p;
+  p.batch = 2;
+  p.seqlen_q = p.seqlen_k = 8192;
+  p.heads_q = p.heads_k = 8;
+  p.head_dim = p.head_dim_v = 256;
+  const TileConfig pairs = tile_config(256, TileShape::two_ctas);
+  EXPECT_TRUE(pairs.key_split);
+  EXPECT_EQ(tile_shape(p, 256, 227 * 1024), TileShape::two_ctas);  // 9.0, 10.x
+  EXPECT_EQ(tile_shape(p, 256, 163 * 1024), TileShape::standard);  // 8.0: one CTA of 104 KiB
+  EXPECT_EQ(tile_shape(p, 256, 99 * 1024), TileShape::standard);   // 8.6, 8.9, 12.x
+  EXPECT_FALSE(tile_config(256).key_split);
+  for (int bucket : kBuckets)  // no other bucket pairs its warps
+    if (bucket != 256)
+      for (TileShape shape : kTileShapes) EXPECT_FALSE(tile_config(bucket, shape).key_split) << bucket;
 }
 
 }  // namespace

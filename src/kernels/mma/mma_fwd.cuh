@@ -7,6 +7,12 @@
 // an fp32 online softmax in the exp2 domain (softmax_scale * log2(e) folded
 // into one FFMA per score before ex2).
 //
+// With key_split (TileConfig), two warps share a group of rows: each computes
+// Q*K^T for half of a block's keys, the pair agrees on the row maxima and
+// trades P through shared memory (named barrier per pair), and each computes
+// P*V for half of the output columns, so each K and V fragment feeds two m
+// atoms where one warp could not hold the accumulators of both (d256).
+//
 // Template: dtype, head-dim bucket, tile shape and whether the call has per-row
 // key bounds (causal or window); every other feature (softcap, GQA, LSE,
 // varlen/dense, the call's own d and d_v, the window sizes) is a run-time
@@ -72,15 +78,20 @@ struct LaneOffsets {
   }
 };
 
-template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN, int kKVStages>
+template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN, int kKVStages, bool kKeySplit>
 struct FwdTile {
+  static constexpr int kSplit = kKeySplit ? 2 : 1;  // warps per group of rows
   static constexpr int kThreads = kWarps * 32;
-  static constexpr int kBlockM = kWarps * 16 * kMAtoms;
+  static constexpr int kBlockM = kWarps / kSplit * 16 * kMAtoms;
   static constexpr int kChunks = kBucket / 8;
   static constexpr int kPitch = row_pitch(kChunks);  // chunks per shared-memory row
   static constexpr uint32_t kRowBytes = kPitch * 16;
-  static constexpr int kSteps = kBucket / 16;  // reduction steps of Q*K^T, output pairs of P*V
-  static constexpr int kNTiles = kBlockN / 8;
+  static constexpr int kSteps = kBucket / 16;          // reduction steps of Q*K^T
+  static constexpr int kOutSteps = kSteps / kSplit;    // a warp's output pairs of P*V
+  static constexpr int kNTiles = kBlockN / 8 / kSplit;  // a warp's 8-key tiles of S
+  // Key split: a pair's P buffer is one 128-byte line per row (64 keys), and
+  // each warp's output columns start on a line of V (whole swizzle periods).
+  static_assert(!kKeySplit || (kWarps % 2 == 0 && kBlockN == 64 && kSteps % 8 == 0));
   // Q fragments stay in registers when they and S are small; otherwise Q is
   // re-read per block (in registers beside d64's 128 S registers of 128-key
   // blocks it spilled 152 bytes).
@@ -198,10 +209,11 @@ struct TileView {
 // changes how ptxas allocates and schedules the unmasked loop: a cheaper row
 // mask measured -3..-5 % on vision shapes, which never execute it, when both
 // shared one kernel).
-template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN, int kKVStages, bool kRowBounds>
+template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN, int kKVStages, bool kKeySplit,
+          bool kRowBounds>
 __global__ void __launch_bounds__(kWarps * 32)
     fwd_kernel(const __grid_constant__ FwdArgs args) {
-  using T = FwdTile<Elem, kBucket, kWarps, kMAtoms, kBlockN, kKVStages>;
+  using T = FwdTile<Elem, kBucket, kWarps, kMAtoms, kBlockN, kKVStages, kKeySplit>;
   using View = TileView<Elem, T::kBlockM>;
   constexpr int kBlockM = T::kBlockM, kChunks = T::kChunks, kSteps = T::kSteps,
                 kNTiles = T::kNTiles;
@@ -220,21 +232,34 @@ __global__ void __launch_bounds__(kWarps * 32)
   // next tile.
   __shared__ TilePair pair_slot[3];
   __shared__ int next_slot[3];  // the tile after this one
+  // Key split: each warp's row maxima (then its row sums) for its partner.
+  __shared__ float pair_rows[kKeySplit ? kWarps : 1][16 * kMAtoms];
   const uint32_t sQ = smem_addr(smem);
   const uint32_t sK = sQ + kBlockM * T::kRowBytes;
   const uint32_t sV = sK + kKVStages * kKVBytes;
 
   const FwdParams& p = args.p;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int warp_row0 = warp * 16 * kMAtoms;  // first row of this warp within the tile
+  // Key split: the warp's half of each key block and of the output columns.
+  const int key_half = kKeySplit ? warp & 1 : 0;
+  const int warp_row0 = warp / T::kSplit * 16 * kMAtoms;  // first row of this warp within the tile
 
   // The bucket's reduction steps and output tiles all run (zeros beyond the
   // call's d and d_v): branch-free inner loops; only d_v/8 output tiles are stored.
   const int q_data_chunks = p.head_dim / 8, v_data_chunks = p.head_dim_v / 8;
   const int out_tiles = p.head_dim_v / 8;
   const LaneOffsets<kChunks> q_lane(sQ, lane & 15, lane >> 4);
-  const LaneOffsets<kChunks> k_lane(sK, (lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1);
-  const LaneOffsets<kChunks> v_lane(sV, lane & 15, lane >> 4);
+  const LaneOffsets<kChunks> k_lane(sK + key_half * (kBlockN / 2) * T::kRowBytes, (lane & 7) + ((lane >> 4) << 3),
+                                    (lane >> 3) & 1);
+  const LaneOffsets<kChunks> v_lane(sV + key_half * T::kOutSteps * 32, lane & 15, lane >> 4);
+  // V rows of the warp's own keys (its P in registers) and of its partner's
+  // (their P from the pair's buffer, sP: row r of the pair's rows at line r,
+  // chunk c of 8 keys at slot (c ^ r) & 7).
+  const uint32_t v_own = key_half * (kBlockN / 2) * T::kRowBytes, v_other = (kBlockN / 2) * T::kRowBytes - v_own;
+  const uint32_t sP = sV + kKVStages * kKVBytes + warp / 2 * (16 * kMAtoms) * 128;
+  const LaneOffsets<8> p_lane(sP, lane & 15, (lane >> 4) ^ ((key_half ^ 1) * 4));
+  const int p_slot = (lane >> 2) ^ (key_half * 4);  // own chunk t of a row sits at slot t ^ p_slot
+  const uint32_t p_store = sP + (lane >> 2) * 128 + (lane & 3) * 4;
   const int head_groups = p.heads_q / args.pack;
   // Pairs implied (dense, no mask: never with row bounds) or from the list.
   const bool implied = !kRowBounds && args.header == nullptr;
@@ -327,14 +352,18 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int lo = has_lo ? int(shift - p.window_left) : 0;
     const int hi = has_hi ? int(shift + p.window_right) : 0;
 
-    const bool warp_active = warp_row0 < rows_valid;
-    float o[kMAtoms][2 * kSteps][4];
+    // A warp whose rows all lie past the tile's valid rows skips the tile.
+    // Key-split pairs always run (their extra rows are never stored): every
+    // warp then meets the same barriers, without which racecheck loses track
+    // of the CTA barriers and reports hazards that do not exist.
+    const bool warp_active = kKeySplit || warp_row0 < rows_valid;
+    float o[kMAtoms][2 * T::kOutSteps][4];
     float row_max[kMAtoms][2], row_sum[kMAtoms][2];  // raw-score max; per-thread partial sums
     uint32_t qf[T::kQInRegs ? kMAtoms : 1][T::kQInRegs ? kSteps : 1][4];
 #pragma unroll
     for (int ma = 0; ma < kMAtoms; ++ma) {
 #pragma unroll
-      for (int t = 0; t < 2 * kSteps; ++t)
+      for (int t = 0; t < 2 * T::kOutSteps; ++t)
 #pragma unroll
         for (int e = 0; e < 4; ++e) o[ma][t][e] = 0.f;
       row_max[ma][0] = row_max[ma][1] = -INFINITY;
@@ -389,7 +418,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         }
         cp_async_commit();
       };
-      uint32_t pf[kMAtoms][kBlockN / 16][4];  // P as A fragments of P*V
+      uint32_t pf[T::kSplit][kMAtoms][kNTiles / 2][4];  // P as A fragments of P*V: own keys, partner's
       float s[kMAtoms][kNTiles][4];
       if (warp_active) {
         if constexpr (T::kQInRegs) {
@@ -454,7 +483,7 @@ __global__ void __launch_bounds__(kWarps * 32)
             // Row i sees columns [i + lo, i + hi] of [0, sk): as offsets from
             // the thread's first column, so each entry tests its own
             // compile-time offset against two per-row bounds.
-            const int col0 = n0 + 2 * (lane & 3);
+            const int col0 = n0 + key_half * (kBlockN / 2) + 2 * (lane & 3);
 #pragma unroll
             for (int ma = 0; ma < kMAtoms; ++ma)
 #pragma unroll
@@ -477,7 +506,7 @@ __global__ void __launch_bounds__(kWarps * 32)
               for (int t = 0; t < kNTiles; ++t)
 #pragma unroll
                 for (int e = 0; e < 4; ++e)
-                  if (n0 + t * 8 + 2 * (lane & 3) + (e & 1) >= sk) s[ma][t][e] = -INFINITY;
+                  if (n0 + key_half * (kBlockN / 2) + t * 8 + 2 * (lane & 3) + (e & 1) >= sk) s[ma][t][e] = -INFINITY;
           }
         }
 
@@ -487,6 +516,31 @@ __global__ void __launch_bounds__(kWarps * 32)
         const float f = args.exp2_scale;
         bool max_moved = false;
         float corr[kMAtoms][2];
+        // Row (ma, half)'s new maximum mx: its correction, exponentials and sum.
+        const auto exponentiate = [&](int ma, int half, float mx) {
+          const float base = mx == -INFINITY ? 0.f : mx * f;  // all masked so far: p = 0
+          corr[ma][half] = exp2_approx(row_max[ma][half] * f - base);
+          max_moved |= mx != row_max[ma][half];
+          row_max[ma][half] = mx;
+          float sum = 0.f;
+#pragma unroll
+          for (int t = 0; t < kNTiles; ++t) {
+            s[ma][t][2 * half] = exp2_approx(fmaf(s[ma][t][2 * half], f, -base));
+            s[ma][t][2 * half + 1] = exp2_approx(fmaf(s[ma][t][2 * half + 1], f, -base));
+            sum += s[ma][t][2 * half] + s[ma][t][2 * half + 1];
+          }
+          row_sum[ma][half] = row_sum[ma][half] * corr[ma][half] + sum;
+        };
+        const auto pack_p = [&](int ma) {
+#pragma unroll
+          for (int kk = 0; kk < kNTiles / 2; ++kk) {
+            pf[0][ma][kk][0] = pack2<Elem>(s[ma][2 * kk][0], s[ma][2 * kk][1]);
+            pf[0][ma][kk][1] = pack2<Elem>(s[ma][2 * kk][2], s[ma][2 * kk][3]);
+            pf[0][ma][kk][2] = pack2<Elem>(s[ma][2 * kk + 1][0], s[ma][2 * kk + 1][1]);
+            pf[0][ma][kk][3] = pack2<Elem>(s[ma][2 * kk + 1][2], s[ma][2 * kk + 1][3]);
+          }
+        };
+        float mxs[kMAtoms][2];
 #pragma unroll
         for (int ma = 0; ma < kMAtoms; ++ma) {
 #pragma unroll
@@ -497,25 +551,32 @@ __global__ void __launch_bounds__(kWarps * 32)
               mx = fmaxf(mx, fmaxf(s[ma][t][2 * half], s[ma][t][2 * half + 1]));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float base = mx == -INFINITY ? 0.f : mx * f;  // all masked so far: p = 0
-            corr[ma][half] = exp2_approx(row_max[ma][half] * f - base);
-            max_moved |= mx != row_max[ma][half];
-            row_max[ma][half] = mx;
-            float sum = 0.f;
-#pragma unroll
-            for (int t = 0; t < kNTiles; ++t) {
-              s[ma][t][2 * half] = exp2_approx(fmaf(s[ma][t][2 * half], f, -base));
-              s[ma][t][2 * half + 1] = exp2_approx(fmaf(s[ma][t][2 * half + 1], f, -base));
-              sum += s[ma][t][2 * half] + s[ma][t][2 * half + 1];
+            if constexpr (kKeySplit) {
+              mxs[ma][half] = mx;
+              pair_rows[warp][ma * 16 + half * 8 + (lane >> 2)] = mx;
+            } else {
+              exponentiate(ma, half, mx);
             }
-            row_sum[ma][half] = row_sum[ma][half] * corr[ma][half] + sum;
           }
+          if constexpr (!kKeySplit) pack_p(ma);
+        }
+        if constexpr (kKeySplit) {
+          // The pair's common maxima; then each warp's P into the pair's
+          // buffer, for the partner's P*V after the warp's own keys. (Both
+          // buffers are rewritten only after the next block's top barrier.)
+          pair_barrier<kWarps / 2>(warp / 2);
 #pragma unroll
-          for (int kk = 0; kk < kBlockN / 16; ++kk) {
-            pf[ma][kk][0] = pack2<Elem>(s[ma][2 * kk][0], s[ma][2 * kk][1]);
-            pf[ma][kk][1] = pack2<Elem>(s[ma][2 * kk][2], s[ma][2 * kk][3]);
-            pf[ma][kk][2] = pack2<Elem>(s[ma][2 * kk + 1][0], s[ma][2 * kk + 1][1]);
-            pf[ma][kk][3] = pack2<Elem>(s[ma][2 * kk + 1][2], s[ma][2 * kk + 1][3]);
+          for (int ma = 0; ma < kMAtoms; ++ma) {
+#pragma unroll
+            for (int half = 0; half < 2; ++half)
+              exponentiate(ma, half, fmaxf(mxs[ma][half], pair_rows[warp ^ 1][ma * 16 + half * 8 + (lane >> 2)]));
+            pack_p(ma);
+#pragma unroll
+            for (int kk = 0; kk < kNTiles / 2; ++kk)
+#pragma unroll
+              for (int j = 0; j < 4; ++j)  // j: rows +8 (j & 1), keys +8 (j >> 1) of 16-key step kk
+                st_shared_b32(p_store + (ma * 16 + (j & 1) * 8) * 128 + (((2 * kk + (j >> 1)) ^ p_slot) << 4),
+                              pf[0][ma][kk][j]);
           }
         }
         // Once the maxima settle (most blocks of long rows), O needs no rescale.
@@ -523,7 +584,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
           for (int ma = 0; ma < kMAtoms; ++ma)
 #pragma unroll
-            for (int t = 0; t < 2 * kSteps; ++t)
+            for (int t = 0; t < 2 * T::kOutSteps; ++t)
 #pragma unroll
               for (int e = 0; e < 4; ++e) o[ma][t][e] *= corr[ma][e >> 1];
         }
@@ -535,15 +596,26 @@ __global__ void __launch_bounds__(kWarps * 32)
 
       if (warp_active) {
 #pragma unroll
-        for (int kk = 0; kk < kBlockN / 16; ++kk) {
+        for (int keys = 0; keys < T::kSplit; ++keys) {  // own, then the partner's
+          if (keys == 1) {
+            pair_barrier<kWarps / 2>(warp / 2);
 #pragma unroll
-          for (int dp = 0; dp < kSteps; ++dp) {
-            uint32_t vb[4];
-            ldmatrix_x4_trans(vb, v_lane.at(kk * 16, 2 * dp) + v_stage);
+            for (int ma = 0; ma < kMAtoms; ++ma)
 #pragma unroll
-            for (int ma = 0; ma < kMAtoms; ++ma) {
-              mma_16816<Elem>(o[ma][2 * dp], pf[ma][kk], vb[0], vb[1]);
-              mma_16816<Elem>(o[ma][2 * dp + 1], pf[ma][kk], vb[2], vb[3]);
+              for (int kk = 0; kk < kNTiles / 2; ++kk) ldmatrix_x4(pf[keys][ma][kk], p_lane.at(ma * 16, 2 * kk));
+          }
+          const uint32_t v_rows = v_stage + (keys == 0 ? v_own : v_other);
+#pragma unroll
+          for (int kk = 0; kk < kNTiles / 2; ++kk) {
+#pragma unroll
+            for (int dp = 0; dp < T::kOutSteps; ++dp) {
+              uint32_t vb[4];
+              ldmatrix_x4_trans(vb, v_lane.at(kk * 16, 2 * dp) + v_rows);
+#pragma unroll
+              for (int ma = 0; ma < kMAtoms; ++ma) {
+                mma_16816<Elem>(o[ma][2 * dp], pf[keys][ma][kk], vb[0], vb[1]);
+                mma_16816<Elem>(o[ma][2 * dp + 1], pf[keys][ma][kk], vb[2], vb[3]);
+              }
             }
           }
         }
@@ -554,25 +626,45 @@ __global__ void __launch_bounds__(kWarps * 32)
     // Epilogue: O / rowsum, and LSE; rows without a visible key give 0 and -inf.
     if (warp_active) {
       const View fin(pair_slot[slot], group_of(tile), args);
-      Elem* o_base = fin.o(p);
+      Elem* o_base = fin.o(p) + key_half * T::kOutSteps * 16;
+      const auto quad_sum = [&](int ma, int half) {
+        float sum = row_sum[ma][half];
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        return sum + __shfl_xor_sync(0xffffffffu, sum, 2);
+      };
+      if constexpr (kKeySplit) {
+        // Each warp summed its half of the keys (the partner read this warp's
+        // last maxima before the block's second pair barrier).
+#pragma unroll
+        for (int ma = 0; ma < kMAtoms; ++ma)
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            row_sum[ma][half] = quad_sum(ma, half);
+            pair_rows[warp][ma * 16 + half * 8 + (lane >> 2)] = row_sum[ma][half];
+          }
+        pair_barrier<kWarps / 2>(warp / 2);
+#pragma unroll
+        for (int ma = 0; ma < kMAtoms; ++ma)
+#pragma unroll
+          for (int half = 0; half < 2; ++half)
+            row_sum[ma][half] += pair_rows[warp ^ 1][ma * 16 + half * 8 + (lane >> 2)];
+      }
 #pragma unroll
       for (int ma = 0; ma < kMAtoms; ++ma) {
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
-          float sum = row_sum[ma][half];
-          sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-          sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+          const float sum = kKeySplit ? row_sum[ma][half] : quad_sum(ma, half);
           const float inv = sum > 0.f ? 1.f / sum : 0.f;
           const int r = warp_row0 + ma * 16 + (lane >> 2) + half * 8;
           if (r < fin.rows_valid) {
             const int token = r / args.pack, stacked = r % args.pack;  // of the tile's stacked heads
             Elem* orow = o_base + token * p.o_row_stride + stacked * p.o_head_stride + 2 * (lane & 3);
 #pragma unroll
-            for (int t = 0; t < 2 * kSteps; ++t)
-              if (t < out_tiles)
+            for (int t = 0; t < 2 * T::kOutSteps; ++t)
+              if (key_half * 2 * T::kOutSteps + t < out_tiles)
                 *reinterpret_cast<uint32_t*>(orow + t * 8) =
                     pack2<Elem>(o[ma][t][2 * half] * inv, o[ma][t][2 * half + 1] * inv);
-            if (p.lse != nullptr && (lane & 3) == 0) {
+            if (p.lse != nullptr && (lane & 3) == 0 && key_half == 0) {
               const float lse2 = sum > 0.f ? row_max[ma][half] * args.exp2_scale + __log2f(sum) : -INFINITY;
               p.lse[fin.g.batch * p.lse_batch_stride + (fin.head + stacked) * p.lse_head_stride + fin.g.q_start +
                     fin.g.m0 + token] =
@@ -591,9 +683,9 @@ __global__ void __launch_bounds__(kWarps * 32)
 // Launch of one instantiation: the tile-list prepass (unless the pairs are
 // implied), then the persistent grid (as many CTAs as fit on the device at
 // once, never more than tiles).
-template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN, int kKVStages = 2>
+template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN, int kKVStages = 2, bool kKeySplit = false>
 int launch_fwd_tiles(const FwdParams& p) {
-  constexpr TileConfig cfg{kWarps, kMAtoms, kBlockN, kKVStages};
+  constexpr TileConfig cfg{kWarps, kMAtoms, kBlockN, kKVStages, kKeySplit};
   constexpr int kBlockM = cfg.block_m();
   const int pack = stacked_heads(p, kBlockM);
   const int tokens = kBlockM / pack;  // per query block of the tile list
@@ -609,8 +701,8 @@ int launch_fwd_tiles(const FwdParams& p) {
     if (int err = launch_tile_list(p, tokens, kBlockN, header, pairs); err != cudaSuccess) return err;
   }
 
-  auto kernel = p.has_window() ? fwd_kernel<Elem, kBucket, kWarps, kMAtoms, kBlockN, kKVStages, true>
-                                : fwd_kernel<Elem, kBucket, kWarps, kMAtoms, kBlockN, kKVStages, false>;
+  auto kernel = p.has_window() ? fwd_kernel<Elem, kBucket, kWarps, kMAtoms, kBlockN, kKVStages, kKeySplit, true>
+                                : fwd_kernel<Elem, kBucket, kWarps, kMAtoms, kBlockN, kKVStages, kKeySplit, false>;
   constexpr size_t smem = cfg.smem_bytes(kBucket);
   // CTAs per device (set up once per kernel and device: attribute and occupancy).
   static PerDevice resident[2];  // per kernel: [has_window]
@@ -647,7 +739,7 @@ int launch_fwd_tiles(const FwdParams& p) {
 template <class Elem, int kBucket, TileShape kShape>
 int launch_fwd_shape(const FwdParams& p) {
   constexpr TileConfig c = tile_config(kBucket, kShape);
-  return launch_fwd_tiles<Elem, kBucket, c.warps, c.m_atoms, c.block_n, c.kv_stages>(p);
+  return launch_fwd_tiles<Elem, kBucket, c.warps, c.m_atoms, c.block_n, c.kv_stages, c.key_split>(p);
 }
 
 template <class Elem, int kBucket>

@@ -1,5 +1,6 @@
 // Thin wrappers over the warp-level PTX the mma kernel is built from:
-// cp.async (16-byte, zero-filling), ldmatrix, mma.sync m16n8k16 and ex2.approx.
+// cp.async (16-byte, zero-filling), ldmatrix, mma.sync m16n8k16, ex2.approx,
+// and the named barrier of a warp pair.
 // All need compute capability 8.0+, the floor of this kernel family.
 #pragma once
 
@@ -38,6 +39,22 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t add
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
+}
+
+__device__ __forceinline__ void st_shared_b32(uint32_t addr, uint32_t v) {
+  asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+}
+
+// The named barrier of warp pair `pair` (warps 2 * pair and 2 * pair + 1;
+// barrier 0 is __syncthreads'). The id is an immediate: with a register id
+// ptxas reserves all 16 of the CTA's barriers.
+template <int kPairs>
+__device__ __forceinline__ void pair_barrier(int pair) {
+  static_assert(kPairs >= 1 && kPairs <= 4);
+  if (pair == 0) asm volatile("bar.sync 1, 64;\n" ::: "memory");
+  if constexpr (kPairs > 1) if (pair == 1) asm volatile("bar.sync 2, 64;\n" ::: "memory");
+  if constexpr (kPairs > 2) if (pair == 2) asm volatile("bar.sync 3, 64;\n" ::: "memory");
+  if constexpr (kPairs > 3) if (pair == 3) asm volatile("bar.sync 4, 64;\n" ::: "memory");
 }
 
 // D = A * B + D for one 16x8x16 tile, fp32 accumulation.

@@ -37,16 +37,21 @@ constexpr int bucket_for(int head_dim, int head_dim_v) {
 // warp 16 * m_atoms consecutive rows) and walks the keys block_n at a time,
 // K and V in kv_stages buffers each. Shared memory: (block_m + 2 * kv_stages *
 // block_n) * pitch * 2 bytes (pitch: the bucket rounded up to 64 elements,
-// whole 128-byte lines per row).
+// whole 128-byte lines per row). key_split: warps work in pairs, a pair on
+// 16 * m_atoms rows (block_m halves), one warp on each half of a key block's
+// keys in Q*K^T and on each half of the output columns in P*V, trading P
+// through a block_m x block_n buffer (mma_fwd.cuh).
 struct TileConfig {
   int warps;
   int m_atoms;
   int block_n;
   int kv_stages = 2;  // 1: K and V single-buffered, loaded in alternate phases (mma_fwd.cuh)
-  constexpr int block_m() const { return warps * 16 * m_atoms; }
+  bool key_split = false;
+  constexpr int block_m() const { return warps / (key_split ? 2 : 1) * 16 * m_atoms; }
   constexpr int threads() const { return warps * 32; }
   constexpr size_t smem_bytes(int bucket) const {
-    return size_t(block_m() + 2 * kv_stages * block_n) * ((bucket + 63) / 64 * 64) * 2;
+    return size_t(block_m() + 2 * kv_stages * block_n) * ((bucket + 63) / 64 * 64) * 2 +
+           (key_split ? size_t(block_m()) * block_n * 2 : 0);
   }
   constexpr bool operator==(const TileConfig&) const = default;
 };
@@ -87,7 +92,9 @@ constexpr TileConfig tile_config(int bucket, TileShape shape = TileShape::standa
     // (8 warps x 16-key blocks: 182 against 247).
     case 160:
     case 192: return shape == TileShape::two_ctas ? TileConfig{4, 1, 64, 1} : TileConfig{8, 1, 32};
-    default: return {4, 1, 64, 1};
+    // d256: where two CTAs fit, warp pairs on 32 rows (key_split, 104 KiB):
+    // each K and V fragment feeds two m atoms.
+    default: return shape == TileShape::two_ctas ? TileConfig{4, 2, 64, 1, true} : TileConfig{4, 1, 64, 1};
   }
 }
 
