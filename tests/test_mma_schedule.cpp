@@ -1,8 +1,9 @@
 // The mma kernel's tile order (no GPU needed): tile_index must name every
 // (pair, head group) exactly once, and keep the tile list's longest-first
 // order unless head-major, which only equal unmasked tiles of sequences over
-// several query blocks take. And the d256 shapes: warp pairs (key_split)
-// only where two of their CTAs fit an SM.
+// several query blocks take. And the shapes' switches: warp pairs
+// (key_split) for d256 only where two of their CTAs fit an SM, the lagging
+// softmax maximum everywhere but d80's standard shape.
 #include <gtest/gtest.h>
 
 #include <set>
@@ -90,6 +91,15 @@ TEST(KeySplit, D256TakesPairsWhereTwoCtasFit) {
   for (int bucket : kBuckets)  // no other bucket pairs its warps
     if (bucket != 256)
       for (TileShape shape : kTileShapes) EXPECT_FALSE(tile_config(bucket, shape).key_split) << bucket;
+}
+
+TEST(LaggedMax, OnEverywhereButD80sStandardShape) {
+  for (int bucket : kBuckets)
+    for (TileShape shape : kTileShapes) {  // (a shape a bucket lacks is its standard shape)
+      const TileConfig c = tile_config(bucket, shape);
+      EXPECT_EQ(c.lagged_max, bucket != 80 || c != tile_config(80)) << bucket << " " << int(shape);
+    }
+  EXPECT_FALSE(tile_config(80).lagged_max);
 }
 
 }  // namespace

@@ -210,7 +210,7 @@ struct TileView {
 // mask measured -3..-5 % on vision shapes, which never execute it, when both
 // shared one kernel).
 template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN, int kKVStages, bool kKeySplit,
-          bool kRowBounds>
+          bool kLaggedMax, bool kRowBounds>
 __global__ void __launch_bounds__(kWarps * 32)
     fwd_kernel(const __grid_constant__ FwdArgs args) {
   using T = FwdTile<Elem, kBucket, kWarps, kMAtoms, kBlockN, kKVStages, kKeySplit>;
@@ -358,7 +358,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     // of the CTA barriers and reports hazards that do not exist.
     const bool warp_active = kKeySplit || warp_row0 < rows_valid;
     float o[kMAtoms][2 * T::kOutSteps][4];
-    float row_max[kMAtoms][2], row_sum[kMAtoms][2];  // raw-score max; per-thread partial sums
+    float row_max[kMAtoms][2], row_sum[kMAtoms][2];  // raw-score reference max; per-thread partial sums
     uint32_t qf[T::kQInRegs ? kMAtoms : 1][T::kQInRegs ? kSteps : 1][4];
 #pragma unroll
     for (int ma = 0; ma < kMAtoms; ++ma) {
@@ -516,12 +516,20 @@ __global__ void __launch_bounds__(kWarps * 32)
         const float f = args.exp2_scale;
         bool max_moved = false;
         float corr[kMAtoms][2];
-        // Row (ma, half)'s new maximum mx: its correction, exponentials and sum.
+        // Row (ma, half)'s maximum so far, mx: its reference maximum (row_max),
+        // correction, exponentials and sum. With kLaggedMax the reference
+        // follows the maximum only when it falls behind by more than
+        // 2^kMaxLag in p (p then stays <= 256, which fp32 sums and 16-bit P
+        // carry as precisely as p <= 1), so that after a row's first block
+        // O's rescale (a multiply per accumulator) is rarely due.
+        constexpr float kMaxLag = 8.f;
         const auto exponentiate = [&](int ma, int half, float mx) {
-          const float base = mx == -INFINITY ? 0.f : mx * f;  // all masked so far: p = 0
+          // (-inf) - (-inf) is NaN: a row with no visible key so far keeps -inf.
+          const float ref = !kLaggedMax || (mx - row_max[ma][half]) * f > kMaxLag ? mx : row_max[ma][half];
+          const float base = ref == -INFINITY ? 0.f : ref * f;  // all masked so far: p = 0
           corr[ma][half] = exp2_approx(row_max[ma][half] * f - base);
-          max_moved |= mx != row_max[ma][half];
-          row_max[ma][half] = mx;
+          max_moved |= ref != row_max[ma][half];
+          row_max[ma][half] = ref;
           float sum = 0.f;
 #pragma unroll
           for (int t = 0; t < kNTiles; ++t) {
@@ -683,9 +691,10 @@ __global__ void __launch_bounds__(kWarps * 32)
 // Launch of one instantiation: the tile-list prepass (unless the pairs are
 // implied), then the persistent grid (as many CTAs as fit on the device at
 // once, never more than tiles).
-template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN, int kKVStages = 2, bool kKeySplit = false>
+template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN, int kKVStages = 2, bool kKeySplit = false,
+          bool kLaggedMax = true>
 int launch_fwd_tiles(const FwdParams& p) {
-  constexpr TileConfig cfg{kWarps, kMAtoms, kBlockN, kKVStages, kKeySplit};
+  constexpr TileConfig cfg{kWarps, kMAtoms, kBlockN, kKVStages, kKeySplit, kLaggedMax};
   constexpr int kBlockM = cfg.block_m();
   const int pack = stacked_heads(p, kBlockM);
   const int tokens = kBlockM / pack;  // per query block of the tile list
@@ -701,8 +710,9 @@ int launch_fwd_tiles(const FwdParams& p) {
     if (int err = launch_tile_list(p, tokens, kBlockN, header, pairs); err != cudaSuccess) return err;
   }
 
-  auto kernel = p.has_window() ? fwd_kernel<Elem, kBucket, kWarps, kMAtoms, kBlockN, kKVStages, kKeySplit, true>
-                                : fwd_kernel<Elem, kBucket, kWarps, kMAtoms, kBlockN, kKVStages, kKeySplit, false>;
+  auto kernel = p.has_window()
+                    ? fwd_kernel<Elem, kBucket, kWarps, kMAtoms, kBlockN, kKVStages, kKeySplit, kLaggedMax, true>
+                    : fwd_kernel<Elem, kBucket, kWarps, kMAtoms, kBlockN, kKVStages, kKeySplit, kLaggedMax, false>;
   constexpr size_t smem = cfg.smem_bytes(kBucket);
   // CTAs per device (set up once per kernel and device: attribute and occupancy).
   static PerDevice resident[2];  // per kernel: [has_window]
@@ -739,7 +749,7 @@ int launch_fwd_tiles(const FwdParams& p) {
 template <class Elem, int kBucket, TileShape kShape>
 int launch_fwd_shape(const FwdParams& p) {
   constexpr TileConfig c = tile_config(kBucket, kShape);
-  return launch_fwd_tiles<Elem, kBucket, c.warps, c.m_atoms, c.block_n, c.kv_stages, c.key_split>(p);
+  return launch_fwd_tiles<Elem, kBucket, c.warps, c.m_atoms, c.block_n, c.kv_stages, c.key_split, c.lagged_max>(p);
 }
 
 template <class Elem, int kBucket>

@@ -40,13 +40,16 @@ constexpr int bucket_for(int head_dim, int head_dim_v) {
 // whole 128-byte lines per row). key_split: warps work in pairs, a pair on
 // 16 * m_atoms rows (block_m halves), one warp on each half of a key block's
 // keys in Q*K^T and on each half of the output columns in P*V, trading P
-// through a block_m x block_n buffer (mma_fwd.cuh).
+// through a block_m x block_n buffer (mma_fwd.cuh). lagged_max: the online
+// softmax's reference maximum lags the row maximum by up to 2^8 in p, so
+// that O is rarely rescaled (mma_fwd.cuh).
 struct TileConfig {
   int warps;
   int m_atoms;
   int block_n;
   int kv_stages = 2;  // 1: K and V single-buffered, loaded in alternate phases (mma_fwd.cuh)
   bool key_split = false;
+  bool lagged_max = true;
   constexpr int block_m() const { return warps / (key_split ? 2 : 1) * 16 * m_atoms; }
   constexpr int threads() const { return warps * 32; }
   constexpr size_t smem_bytes(int bucket) const {
@@ -82,8 +85,12 @@ constexpr TileConfig tile_config(int bucket, TileShape shape = TileShape::standa
     case 80:
     case 96:
     case 128:
+      // d80's standard loop (Q in registers, 255 of them) ran 6-9 % slower on
+      // the vision shapes with either form of the maximum's update in the
+      // code, lagged or not (H100; perf.md): it keeps the plain one.
       return shape == TileShape::short_rows   ? TileConfig{4, 1, 64}
              : shape == TileShape::short_seqs ? TileConfig{4, 1, 32}
+             : bucket == 80                   ? TileConfig{4, 2, 64, 2, false, false}
                                               : TileConfig{4, 2, 64};
     // d160..d256: 64-key blocks with K and V single-buffered (72 / 96 KiB):
     // d192 on the H100 308-311 against 242-245 with 8 warps x 32-key blocks,
