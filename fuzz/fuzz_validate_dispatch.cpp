@@ -173,6 +173,11 @@ void check_params(const FwdParams& p) {
   check(p.window_left >= -1 && p.window_right >= -1 && (!p.causal || p.window_right == 0));
   check(p.batch >= 0 && p.total_q >= 0 && p.total_k >= 0);
   check(p.max_seqlen_q >= 0 && p.max_seqlen_q <= p.total_q && p.max_seqlen_k >= 0 && p.max_seqlen_k <= p.total_k);
+  // A window side that masks nothing is -1, so kernels never add a huge bound.
+  check(p.causal || p.window_right < p.max_seqlen_q);
+  check(p.window_left < p.max_seqlen_k);
+  // Room for kernels' tile rounding in int32.
+  check(p.total_q <= INT32_MAX - 1024 && p.total_k <= INT32_MAX - 1024);
   const int64_t align = p.dtype == DType::fp32 ? 4 : 8;
   for (int64_t s : {p.q_row_stride, p.q_head_stride, p.k_row_stride, p.k_head_stride, p.v_row_stride,
                     p.v_head_stride, p.o_row_stride, p.o_head_stride})

@@ -18,8 +18,10 @@
 //  7. Head dims d and d_v: > 0 (else invalid), and multiples of 8 in [8, 256]
 //     (else unsupported: valid attention that no backend serves).
 //  8. Index widths: kernels index tokens, sequences and heads in int32, so
-//     total_q, total_k (dense: batch * seqlen), batch, max_seqlen must be
-//     <= 2^31 - 1; heads_q <= 65535 (CUDA grid y/z limit) and
+//     total_q, total_k (dense: batch * seqlen) must be <= 2^31 - 1 - 1024
+//     (kernels round token counts up to whole tiles, (n + block - 1) / block,
+//     in int32: the margin keeps that sum from wrapping), batch <= 2^31 - 1;
+//     heads_q <= 65535 (CUDA grid y/z limit) and
 //     batch * heads_q <= 2^31 - 1 (one grid dimension). Element offsets are
 //     int64: every tensor's largest element offset, and its byte extent, must
 //     fit int64 and the address range must not wrap. Failures: unsupported
@@ -39,16 +41,25 @@
 //     elements of fp16/bf16), so kernels may use 16-byte loads and stores; lse
 //     and cu_seqlens are aligned to 4 bytes; lse's token dimension and
 //     cu_seqlens are contiguous (stride 1).
-// 11. max_seqlen_q/k in [0, total_q/k].
+// 11. max_seqlen_q/k >= 0. They are upper bounds (FlashAttention's meaning):
+//     any value at least the longest sequence is accepted, even one past the
+//     token count; FwdParams holds min(max_seqlen, total), since no sequence
+//     is longer than its tensor, so kernels never size grids from a loose bound.
 // 12. cu_seqlens content, checked wherever it is readable here: the data
 //     itself for host tensors, and the *_host copies whenever given (CUDA
-//     memory is never dereferenced): starts at 0, non-decreasing, last entry
-//     <= total (as FlashAttention: trailing tokens past the last sequence are
-//     ignored, their output rows are not written), every sequence length
-//     <= max_seqlen.
+//     memory is never dereferenced). Structure first, for q and k: starts at
+//     0, non-decreasing, last entry <= the tensor's token count (as
+//     FlashAttention: trailing tokens past the last sequence are ignored,
+//     their output rows are not written); then every sequence length <=
+//     max_seqlen (a failure blames max_seqlen: the structure is sound).
 // 13. softmax_scale finite and >= 0 (0 selects 1/sqrt(d)); softcap finite and
 //     >= 0 (0 = off); window_left/right >= -1 (-1 = unbounded). causal sets
-//     window_right = 0 and keeps window_left.
+//     window_right = 0 and keeps window_left. A window side at least as long
+//     as any sequence masks nothing, and FwdParams holds -1 for it:
+//     window_right >= max_seqlen_q (query i's last key is i + Lk - Lq + right
+//     >= Lk - 1 once right >= Lq - 1) and window_left >= max_seqlen_k (its
+//     first key i + Lk - Lq - left <= 0 once left >= Lk - 1), with the
+//     clamped max_seqlen; kernels then never add a huge window to an index.
 // 14. workspace non-null when workspace_bytes > 0, and 16-byte aligned (kernels
 //     keep tile lists there with vector accesses).
 //
@@ -75,6 +86,10 @@ namespace vflash {
 namespace {
 
 constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+// Token counts leave this much headroom below int32's limit: kernels round
+// them up to whole tiles ((n + block - 1) / block, blocks of <= 256 rows) in int32.
+constexpr int64_t kTileHeadroom = 1024;
+constexpr int64_t kMaxTokens = kInt32Max - kTileHeadroom;
 constexpr int64_t kMaxHeads = 65535;
 constexpr int64_t kHeadDimStep = 8;
 constexpr int64_t kMaxHeadDim = 256;
@@ -215,23 +230,47 @@ void check_int32(const Arg& a, int i, int64_t value, const char* what) {
          std::string(what) + " must be <= 2^31 - 1 (kernels index it in int32), got " + num(value));
 }
 
-// Rule 12 for one cu_seqlens array of `count` entries readable at `cu`.
-void check_cu_seqlens(const char* name, const int32_t* cu, int64_t count, int64_t total,
-                      int64_t max_seqlen, const char* total_name, const char* max_name) {
+// `value` (a token count derived from a.shape[i]) must leave kernels' tile
+// rounding room in int32.
+void check_tokens(const Arg& a, int i, int64_t value, const char* what) {
+  if (value > kMaxTokens)
+    fail(Status::unsupported, a.shape(i),
+         std::string(what) + " must be <= 2^31 - 1 - " + num(kTileHeadroom) + " = " + num(kMaxTokens) +
+             " (kernels index tokens in int32 and round them up to whole tiles), got " + num(value));
+}
+
+// Rule 12, structure, for one cu_seqlens array of `count` entries readable at
+// `cu`: `tensor` names the tensor whose `total` tokens it indexes.
+void check_cu_structure(const char* name, const int32_t* cu, int64_t count, int64_t total, const char* tensor) {
   if (cu[0] != 0) fail(Status::invalid_argument, name, "must start at 0, got " + num(cu[0]));
-  for (int64_t b = 0; b + 1 < count; ++b) {
-    const int64_t len = int64_t(cu[b + 1]) - cu[b];
-    if (len < 0)
+  for (int64_t b = 1; b < count; ++b)
+    if (cu[b] < cu[b - 1])
       fail(Status::invalid_argument, name,
-           "must be non-decreasing, but entry " + num(b + 1) + " (" + num(cu[b + 1]) + ") < entry " + num(b) +
-               " (" + num(cu[b]) + ")");
-    if (len > max_seqlen)
-      fail(Status::invalid_argument, name,
-           "sequence " + num(b) + " has length " + num(len) + " > " + max_name + " (" + num(max_seqlen) + ")");
-  }
+           "must be non-decreasing, but entry " + num(b) + " (" + num(cu[b]) + ") < entry " + num(b - 1) + " (" +
+               num(cu[b - 1]) + ")");
   if (cu[count - 1] > total)
     fail(Status::invalid_argument, name,
-         "last entry " + num(cu[count - 1]) + " is past " + total_name + " (" + num(total) + ")");
+         "last entry " + num(cu[count - 1]) + " exceeds " + tensor + "'s token count " + num(total));
+}
+
+// Rule 12, lengths, for a structurally valid cu_seqlens: max_seqlen is an
+// upper bound, so a longer sequence is max_seqlen's error.
+void check_cu_lengths(const char* name, const int32_t* cu, int64_t count, int64_t max_seqlen, const char* max_name) {
+  for (int64_t b = 0; b + 1 < count; ++b) {
+    const int64_t len = int64_t(cu[b + 1]) - cu[b];
+    if (len > max_seqlen)
+      fail(Status::invalid_argument, max_name,
+           "must be >= every sequence length (it is an upper bound), but sequence " + num(b) + " of " + name +
+               " has length " + num(len) + " > " + num(max_seqlen));
+  }
+}
+
+// Rule 13's normalisation: a window side that cannot mask any key of any
+// sequence becomes -1, so that kernels see exactly the unwindowed call and
+// never compute with a bound near int32's limit. Needs the clamped max_seqlen.
+void normalise_window(FwdParams& p) {
+  if (!p.causal && p.window_right >= p.max_seqlen_q) p.window_right = -1;
+  if (p.window_left >= p.max_seqlen_k) p.window_left = -1;
 }
 
 // Everything the two entry points share; `varlen` selects the layout.
@@ -331,15 +370,15 @@ FwdParams validate_call(const Call& c) {
     fail(Status::unsupported, q.shape(hd), "heads_q must be <= 65535 (CUDA grid limit), got " + num(heads_q));
   const int64_t batch = c.varlen ? 0 : c.q.shape[0];
   if (c.varlen) {
-    check_int32(q, 0, c.q.shape[0], "total_q");
-    check_int32(k, 0, c.k.shape[0], "total_k");
+    check_tokens(q, 0, c.q.shape[0], "total_q");
+    check_tokens(k, 0, c.k.shape[0], "total_k");
   } else {
     check_int32(q, 0, batch, "batch");
-    check_int32(q, 1, c.q.shape[1], "seqlen_q");
-    check_int32(k, 1, c.k.shape[1], "seqlen_k");
+    check_tokens(q, 1, c.q.shape[1], "seqlen_q");
+    check_tokens(k, 1, c.k.shape[1], "seqlen_k");
     // Rows of all sequences are numbered b * seqlen + r.
-    check_int32(q, 1, batch * c.q.shape[1], "batch * seqlen_q");
-    check_int32(k, 1, batch * c.k.shape[1], "batch * seqlen_k");
+    check_tokens(q, 1, batch * c.q.shape[1], "batch * seqlen_q");
+    check_tokens(k, 1, batch * c.k.shape[1], "batch * seqlen_k");
     check_int32(q, hd, batch * heads_q, "batch * heads_q");
   }
 
@@ -432,31 +471,40 @@ FwdParams validate_varlen(const vflash_varlen_args& args) {
   check_int32(cq, 0, batch * p.heads_q, "batch * heads_q");
   for (const Arg* a : {&cq, &ck}) check_layout(*a, false);
 
-  if (args.max_seqlen_q < 0 || args.max_seqlen_q > p.total_q)
+  if (args.max_seqlen_q < 0)
     fail(Status::invalid_argument, "max_seqlen_q",
-         "must be in [0, total_q = " + num(p.total_q) + "], got " + num(args.max_seqlen_q));
-  if (args.max_seqlen_k < 0 || args.max_seqlen_k > p.total_k)
+         "must be >= 0 (an upper bound of the sequence lengths), got " + num(args.max_seqlen_q));
+  if (args.max_seqlen_k < 0)
     fail(Status::invalid_argument, "max_seqlen_k",
-         "must be in [0, total_k = " + num(p.total_k) + "], got " + num(args.max_seqlen_k));
+         "must be >= 0 (an upper bound of the sequence lengths), got " + num(args.max_seqlen_k));
 
-  const auto check_content = [&](const char* name, const int32_t* cu, bool is_q) {
-    check_cu_seqlens(name, cu, count, is_q ? p.total_q : p.total_k, is_q ? args.max_seqlen_q : args.max_seqlen_k,
-                     is_q ? "total_q" : "total_k", is_q ? "max_seqlen_q" : "max_seqlen_k");
-  };
+  // Every readable copy, q's and k's: structure of all of them before any length.
   const auto* dq = static_cast<const int32_t*>(args.cu_seqlens_q.data);
   const auto* dk = static_cast<const int32_t*>(args.cu_seqlens_k.data);
+  struct Content { const char* name; const int32_t* cu; bool is_q; };
+  std::array<Content, 4> contents{};
+  size_t n = 0;
   if (p.device == VFLASH_DEVICE_CPU) {
-    check_content("cu_seqlens_q", dq, true);
-    check_content("cu_seqlens_k", dk, false);
+    contents[n++] = {"cu_seqlens_q", dq, true};
+    contents[n++] = {"cu_seqlens_k", dk, false};
   }
-  if (args.cu_seqlens_q_host) check_content("cu_seqlens_q_host", args.cu_seqlens_q_host, true);
-  if (args.cu_seqlens_k_host) check_content("cu_seqlens_k_host", args.cu_seqlens_k_host, false);
+  if (args.cu_seqlens_q_host) contents[n++] = {"cu_seqlens_q_host", args.cu_seqlens_q_host, true};
+  if (args.cu_seqlens_k_host) contents[n++] = {"cu_seqlens_k_host", args.cu_seqlens_k_host, false};
+  for (size_t i = 0; i < n; ++i)
+    check_cu_structure(contents[i].name, contents[i].cu, count, contents[i].is_q ? p.total_q : p.total_k,
+                       contents[i].is_q ? "q" : "k");
+  for (size_t i = 0; i < n; ++i)
+    check_cu_lengths(contents[i].name, contents[i].cu, count,
+                     contents[i].is_q ? args.max_seqlen_q : args.max_seqlen_k,
+                     contents[i].is_q ? "max_seqlen_q" : "max_seqlen_k");
 
   p.cu_seqlens_q = dq;
   p.cu_seqlens_k = dk;
   p.batch = int32_t(batch);
-  p.max_seqlen_q = args.max_seqlen_q;
-  p.max_seqlen_k = args.max_seqlen_k;
+  // Totals are below int32's limit (rule 8): the clamped bounds fit int32.
+  p.max_seqlen_q = int32_t(std::min<int64_t>(args.max_seqlen_q, p.total_q));
+  p.max_seqlen_k = int32_t(std::min<int64_t>(args.max_seqlen_k, p.total_k));
+  normalise_window(p);
   return p;
 }
 
@@ -466,6 +514,7 @@ FwdParams validate_dense(const vflash_dense_args& args) {
   p.seqlen_k = int32_t(args.k.shape[1]);
   p.max_seqlen_q = p.seqlen_q;
   p.max_seqlen_k = p.seqlen_k;
+  normalise_window(p);
   return p;
 }
 

@@ -407,12 +407,40 @@ TEST_F(Varlen, CuSeqlensContent) {
   with({0, 3, 2}, {0, 4, 7});
   reject([](auto&) {}, "cu_seqlens_q", "must be non-decreasing, but entry 2 (2) < entry 1 (3)");
   with({0, 3, 6}, {0, 4, 7});
-  reject([](auto&) {}, "cu_seqlens_q", "last entry 6 is past total_q (5)");
+  reject([](auto&) {}, "cu_seqlens_q", "last entry 6 exceeds q's token count 5");
   with({0, 3, 5}, {0, 4, 8});
-  reject([](auto&) {}, "cu_seqlens_k", "last entry 8 is past total_k (7)");
+  reject([](auto&) {}, "cu_seqlens_k", "last entry 8 exceeds k's token count 7");
   with({0, 3, 5}, {0, 4, 7});
-  reject([](auto& m) { m.max_seqlen_q = 2; }, "cu_seqlens_q", "sequence 0 has length 3 > max_seqlen_q (2)");
-  reject([](auto& m) { m.max_seqlen_k = 3; }, "cu_seqlens_k", "sequence 0 has length 4 > max_seqlen_k (3)");
+  reject([](auto& m) { m.max_seqlen_q = 2; }, "max_seqlen_q",
+         "must be >= every sequence length (it is an upper bound), but sequence 0 of cu_seqlens_q has length 3 > 2");
+  reject([](auto& m) { m.max_seqlen_k = 3; }, "max_seqlen_k", "sequence 0 of cu_seqlens_k has length 4 > 3");
+}
+
+// A broken structure is reported as such, not as a length above max_seqlen
+// that the broken entries imply.
+TEST_F(Varlen, CuSeqlensStructureIsCheckedBeforeLengths) {
+  const auto with = [&](std::vector<int32_t> q_values, std::vector<int32_t> k_values) {
+    cu_q = std::move(q_values);
+    cu_k = std::move(k_values);
+    build(VFLASH_DEVICE_CPU);
+  };
+  // Decreasing: entry 1 implies a sequence of 5 > max_seqlen_q.
+  with({0, 5, 3}, {0, 4, 7});
+  reject([](auto&) {}, "cu_seqlens_q", "must be non-decreasing, but entry 2 (3) < entry 1 (5)");
+  // Past k's tokens: the last sequence's length 5 also exceeds max_seqlen_k.
+  with({0, 3, 5}, {0, 4, 9});
+  reject([](auto&) {}, "cu_seqlens_k", "last entry 9 exceeds k's token count 7");
+  // k's structure before q's lengths.
+  with({0, 3, 5}, {0, 4, 3});
+  reject([](auto& m) { m.max_seqlen_q = 1; }, "cu_seqlens_k", "must be non-decreasing, but entry 2 (3) < entry 1 (4)");
+  // A k with too few tokens for cu_seqlens_k, under a loose max_seqlen_k.
+  with({0, 3, 5}, {0, 4, 7});
+  reject([](auto& m) { m.k.shape[0] = m.v.shape[0] = 6; m.max_seqlen_k = 1000; }, "cu_seqlens_k",
+         "last entry 7 exceeds k's token count 6");
+  // Host copies of device arrays follow the same order.
+  const std::vector<int32_t> decreasing{0, 5, 3};
+  build(0);
+  reject([&](auto& m) { m.cu_seqlens_q_host = decreasing.data(); }, "cu_seqlens_q_host", "must be non-decreasing");
 }
 
 TEST_F(Varlen, CuSeqlensLastBelowTotalAndZeroLengthSequencesAreValid) {
@@ -431,8 +459,8 @@ TEST_F(Varlen, HostCopiesAreChecked) {
   a.cu_seqlens_q_host = good_q.data();
   a.cu_seqlens_k_host = good_k.data();
   EXPECT_EQ(validate_varlen(a).device, 0);
-  reject([&](auto& m) { m.cu_seqlens_q_host = bad_q.data(); }, "cu_seqlens_q_host",
-         "sequence 0 has length 4 > max_seqlen_q (3)");
+  reject([&](auto& m) { m.cu_seqlens_q_host = bad_q.data(); }, "max_seqlen_q",
+         "sequence 0 of cu_seqlens_q_host has length 4 > 3");
   reject([&](auto& m) { m.cu_seqlens_k_host = bad_k.data(); }, "cu_seqlens_k_host", "must be non-decreasing");
   // On the host both the data and a given copy are checked.
   build(VFLASH_DEVICE_CPU);
@@ -440,8 +468,34 @@ TEST_F(Varlen, HostCopiesAreChecked) {
 }
 
 TEST_F(Varlen, MaxSeqlenRange) {
-  reject([](auto& m) { m.max_seqlen_q = -1; }, "max_seqlen_q", "must be in [0, total_q = 5], got -1");
-  reject([](auto& m) { m.max_seqlen_k = 8; }, "max_seqlen_k", "must be in [0, total_k = 7], got 8");
+  reject([](auto& m) { m.max_seqlen_q = -1; }, "max_seqlen_q", "must be >= 0 (an upper bound of the sequence lengths), got -1");
+  reject([](auto& m) { m.max_seqlen_k = -5; }, "max_seqlen_k", "must be >= 0");
+}
+
+// max_seqlen is an upper bound (FlashAttention's meaning): any value from the
+// longest sequence up is accepted; FwdParams holds it clamped to the tokens.
+TEST_F(Varlen, LooseMaxSeqlenIsAcceptedAndClamped) {
+  FwdParams p = accept([](auto& m) {
+    m.max_seqlen_q = 4;
+    m.max_seqlen_k = 6;
+  });
+  EXPECT_EQ(p.max_seqlen_q, 4);
+  EXPECT_EQ(p.max_seqlen_k, 6);
+  p = accept([](auto& m) {
+    m.max_seqlen_q = 99;
+    m.max_seqlen_k = 8;
+  });
+  EXPECT_EQ(p.max_seqlen_q, kTotalQ);
+  EXPECT_EQ(p.max_seqlen_k, kTotalK);
+  p = accept([](auto& m) { m.max_seqlen_q = m.max_seqlen_k = std::numeric_limits<int32_t>::max(); });
+  EXPECT_EQ(p.max_seqlen_q, kTotalQ);
+  EXPECT_EQ(p.max_seqlen_k, kTotalK);
+  // Device tensors (content unread): the bound is clamped all the same.
+  build(0);
+  a.max_seqlen_q = a.max_seqlen_k = std::numeric_limits<int32_t>::max();
+  p = validate_varlen(a);
+  EXPECT_EQ(p.max_seqlen_q, kTotalQ);
+  EXPECT_EQ(p.max_seqlen_k, kTotalK);
 }
 
 TEST_F(Varlen, SoftmaxScale) {
@@ -468,6 +522,67 @@ TEST_F(Varlen, WindowBounds) {
   EXPECT_EQ(p.window_left, 2);
   EXPECT_EQ(p.window_right, 0);
   EXPECT_TRUE(p.has_window());
+}
+
+// A window side at least as long as any sequence masks nothing: FwdParams
+// holds exactly what the unwindowed call gives (-1), whatever its size.
+TEST_F(Varlen, WindowsLongerThanEverySequenceAreNoWindow) {
+  constexpr int32_t kMax = std::numeric_limits<int32_t>::max();
+  const FwdParams none = accept([](auto&) {});
+  const auto same_as_none = [&](const FwdParams& p) {
+    EXPECT_EQ(p.window_left, none.window_left);
+    EXPECT_EQ(p.window_right, none.window_right);
+    EXPECT_FALSE(p.has_window());
+  };
+  same_as_none(accept([](auto& m) { m.window_right = kMax; }));
+  same_as_none(accept([](auto& m) { m.window_left = kMax; }));
+  same_as_none(accept([](auto& m) { m.window_left = m.window_right = kMax; }));
+  // The limits are max_seqlen_q for the right side, max_seqlen_k for the left.
+  same_as_none(accept([](auto& m) {
+    m.window_right = 3;
+    m.window_left = 4;
+  }));
+  FwdParams p = accept([](auto& m) {
+    m.window_right = 2;
+    m.window_left = 3;
+  });
+  EXPECT_EQ(p.window_right, 2);
+  EXPECT_EQ(p.window_left, 3);
+  // Against the clamped bound: max_seqlen_q = INT32_MAX counts as total_q = 5.
+  p = accept([](auto& m) {
+    m.max_seqlen_q = m.max_seqlen_k = kMax;
+    m.window_right = 5;
+    m.window_left = 6;
+  });
+  EXPECT_EQ(p.window_right, -1);
+  EXPECT_EQ(p.window_left, 6);
+  // Causal keeps its diagonal; only the left side is normalised.
+  p = accept([](auto& m) {
+    m.causal = 1;
+    m.window_left = kMax;
+    m.window_right = kMax;
+  });
+  EXPECT_TRUE(p.causal);
+  EXPECT_EQ(p.window_right, 0);
+  EXPECT_EQ(p.window_left, -1);
+}
+
+TEST_F(Varlen, TokenCountsLeaveRoomForTileRounding) {
+  constexpr int64_t kLimit = std::numeric_limits<int32_t>::max() - 1024;
+  build(0);  // descriptors only: nothing is read
+  const auto with_total_q = [&](VarlenArgs& m, int64_t total) {
+    m.q.shape[0] = m.out.shape[0] = total;
+    m.lse = make(m.lse.data, VFLASH_DTYPE_FP32, 0, {kHq, total});
+  };
+  VarlenArgs m = a;
+  with_total_q(m, kLimit);
+  m.k.shape[0] = m.v.shape[0] = kLimit;
+  EXPECT_EQ(validate_varlen(m).total_q, kLimit);
+  reject([&](auto& x) { with_total_q(x, kLimit + 1); }, kUnsupported, "q.shape[0]",
+         "total_q must be <= 2^31 - 1 - 1024 = 2147482623 (kernels index tokens in int32 and round them up to "
+         "whole tiles), got 2147482624");
+  reject([&](auto& x) { x.k.shape[0] = x.v.shape[0] = kLimit + 1; }, kUnsupported, "k.shape[0]",
+         "total_k must be <= 2^31 - 1 - 1024");
 }
 
 TEST_F(Varlen, CausalSetsWindowRightAndKeepsWindowLeft) {
@@ -594,6 +709,29 @@ TEST_F(Dense, ScalarsAndCausal) {
   const FwdParams p = validate_dense(m);
   EXPECT_EQ(p.window_left, 4);
   EXPECT_EQ(p.window_right, 0);
+}
+
+TEST_F(Dense, TokenCountsLeaveRoomForTileRounding) {
+  constexpr int64_t kLimit = std::numeric_limits<int32_t>::max() - 1024;
+  reject([&](auto& m) { m.k.shape[1] = m.v.shape[1] = kLimit + 1; }, kUnsupported, "k.shape[1]",
+         "seqlen_k must be <= 2^31 - 1 - 1024");
+  // batch 2: 2 * seqlen_q just past the limit.
+  reject([&](auto& m) { m.q.shape[1] = m.out.shape[1] = m.lse.shape[2] = kLimit / 2 + 1; }, kUnsupported,
+         "q.shape[1]", "batch * seqlen_q must be <= 2^31 - 1 - 1024");
+}
+
+TEST_F(Dense, WindowsLongerThanTheSequencesAreNoWindow) {
+  DenseArgs m = a;
+  m.window_left = kSk;
+  m.window_right = kSq;
+  FwdParams p = validate_dense(m);
+  EXPECT_EQ(p.window_left, -1);
+  EXPECT_EQ(p.window_right, -1);
+  m.window_left = kSk - 1;
+  m.window_right = std::numeric_limits<int32_t>::max();
+  p = validate_dense(m);
+  EXPECT_EQ(p.window_left, kSk - 1);
+  EXPECT_EQ(p.window_right, -1);
 }
 
 TEST_F(Dense, CudaOnlyDtypeRule) {
