@@ -13,6 +13,7 @@ apt_pins=(
   clang-14=1:14.0.6-12
   libclang-rt-14-dev=1:14.0.6-12
   python3-venv
+  pkgconf=1.8.1-1
 )
 missing=()
 for pin in "${apt_pins[@]}"; do
