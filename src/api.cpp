@@ -62,6 +62,13 @@ const KernelInfo& kernel_for(const FwdParams& p) {
   // take the remembered choice instead. The key holds everything selection reads.
   // Efficiency floors enter as one bit per kernel, so the map stays bounded
   // however many distinct max_seqlen_q values a server sees.
+  // One read of the forcing for both the key and the selection: read twice, a
+  // concurrent vflash_force_kernel could file one kernel's decision under the
+  // other's key for the life of the process.
+  const std::optional<std::string> forced = forced_kernel();
+  if (forced)
+    if (const std::string why = unknown_kernel(*forced); !why.empty())
+      fail(Status::invalid_argument, "VFLASH_FORCE_KERNEL", why);
   uint64_t below_floor = 0;
   const auto kernels = cuda_kernels();
   for (size_t i = 0; i < kernels.size() && i < 64; ++i)
@@ -69,14 +76,14 @@ const KernelInfo& kernel_for(const FwdParams& p) {
   using Key = std::tuple<int, int, int, uint32_t, uint64_t, int, bool, int, int, std::string>;
   const Key key{int(p.dtype),    p.head_dim,      p.head_dim_v,     features_of(p),
                 below_floor,     p.device,        device.pretended, device.cc.major,
-                device.cc.minor, forced_kernel().value_or("")};
+                device.cc.minor, forced.value_or("")};
   static std::mutex mutex;
   static std::map<Key, const KernelInfo*> chosen;
   {
     std::lock_guard lock(mutex);
     if (auto it = chosen.find(key); it != chosen.end()) return *it->second;
   }
-  const Decision decision = select_kernel(p, device);
+  const Decision decision = select_kernel(p, device, forced);
   if (!decision.kernel)
     throw Error(Status::unsupported, "",
                 "no kernel of this build serves the call on " + arch::family_name(device.cc) +
@@ -266,17 +273,8 @@ vflash_status vflash_force_kernel(const char* name) {
       set_forced_kernel(std::nullopt);
       return;
     }
-    for (const KernelInfo& k : cuda_kernels()) {
-      if (std::strcmp(k.name, name) == 0) {
-        set_forced_kernel(std::string(name));
-        return;
-      }
-    }
-    std::string known;
-    for (const KernelInfo& k : cuda_kernels()) known += (known.empty() ? "" : ", ") + std::string(k.name);
-    fail(Status::invalid_argument, "name",
-         "no kernel named '" + std::string(name) + "' in this build (kernels: " + (known.empty() ? "none" : known) +
-             ")");
+    if (const std::string why = unknown_kernel(name); !why.empty()) fail(Status::invalid_argument, "name", why);
+    set_forced_kernel(std::string(name));
   });
 }
 

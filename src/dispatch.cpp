@@ -25,7 +25,15 @@ struct Overrides {
 Overrides& overrides() {
   static Overrides* o = [] {
     auto* fresh = new Overrides;  // never destroyed: usable from static destructors
-    if (const char* name = std::getenv("VFLASH_FORCE_KERNEL"); name && *name) fresh->forced = name;
+    if (const char* name = std::getenv("VFLASH_FORCE_KERNEL"); name && *name) {
+      // Kept although unknown: running default dispatch instead would let a
+      // typo pass for a test of the named kernel. Every CUDA call then fails
+      // with this message (api.cpp); say it at start-up too.
+      fresh->forced = name;
+      if (const std::string why = unknown_kernel(name); !why.empty())
+        std::fprintf(stderr, "vflash: VFLASH_FORCE_KERNEL='%s' names no kernel: %s; CUDA calls will fail\n", name,
+                     why.c_str());
+    }
     if (const char* cc = std::getenv("VFLASH_PRETEND_CC"); cc && *cc) {
       fresh->pretended = arch::parse_capability(cc);
       if (!fresh->pretended)
@@ -95,7 +103,9 @@ std::string static_rejection(const KernelInfo& k, const FwdParams& p, const Devi
            " (serves " + describe_head_dims(k) + ")";
   if (const uint32_t missing = features_of(p) & ~k.features; missing)
     return "does not support " + feature_names(missing);
-  if (!device.present) return "no CUDA device" + (device.absent_reason.empty() ? "" : ": " + device.absent_reason);
+  // The device's absent_reason says why; callers report it once per device,
+  // not once per kernel.
+  if (!device.present) return std::string(kNoDeviceReason);
   const auto targets = arch::parse_target_list(k.targets ? k.targets : "");
   const auto chosen = arch::preferred_target(targets, device.cc);
   if (!chosen)
@@ -208,8 +218,25 @@ LoadProbe probe_kernel(const KernelInfo& kernel, int ordinal) {
   return probe;
 }
 
+std::string unknown_kernel(std::string_view name, std::span<const KernelInfo> kernels) {
+  std::string known;
+  for (const KernelInfo& k : kernels) {
+    if (name == k.name) return {};
+    known += (known.empty() ? "" : ", ") + std::string(k.name);
+  }
+  return "no kernel named '" + std::string(name) + "' in this build (kernels: " + (known.empty() ? "none" : known) +
+         ")";
+}
+
+std::string unknown_kernel(std::string_view name) { return unknown_kernel(name, cuda_kernels()); }
+
 Decision select_kernel_from(std::span<const KernelInfo> kernels, const FwdParams& params,
                             const DeviceInfo& device) {
+  return select_kernel_from(kernels, params, device, forced_kernel());
+}
+
+Decision select_kernel_from(std::span<const KernelInfo> kernels, const FwdParams& params,
+                            const DeviceInfo& device, const std::optional<std::string>& forced) {
   // Kernels efficient for this call first, then by rank.
   const auto efficient = [&](const KernelInfo* k) { return !below_efficiency_floor(*k, params); };
   std::vector<const KernelInfo*> order;
@@ -219,7 +246,6 @@ Decision select_kernel_from(std::span<const KernelInfo> kernels, const FwdParams
     return a->rank > b->rank;
   });
 
-  const auto forced = forced_kernel();
   Decision decision;
   for (const KernelInfo* k : order) {
     CandidateVerdict verdict{k, false, {}};
@@ -254,8 +280,13 @@ Decision select_kernel_from(std::span<const KernelInfo> kernels, const FwdParams
   return decision;
 }
 
+Decision select_kernel(const FwdParams& params, const DeviceInfo& device,
+                       const std::optional<std::string>& forced) {
+  return select_kernel_from(cuda_kernels(), params, device, forced);
+}
+
 Decision select_kernel(const FwdParams& params, const DeviceInfo& device) {
-  return select_kernel_from(cuda_kernels(), params, device);
+  return select_kernel_from(cuda_kernels(), params, device, forced_kernel());
 }
 
 std::string describe_rejections(const Decision& decision) {

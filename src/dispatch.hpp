@@ -4,6 +4,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "arch.hpp"
@@ -20,6 +21,10 @@ struct DeviceInfo {
   bool pretended = false;    // cc comes from vflash_pretend_capability / VFLASH_PRETEND_CC
   std::string absent_reason; // why present is false, e.g. the CUDA error string
 };
+
+// The verdict of every kernel when the device is absent; DeviceInfo's
+// absent_reason says why, once.
+inline constexpr std::string_view kNoDeviceReason = "no CUDA device";
 
 struct CandidateVerdict {
   const KernelInfo* kernel = nullptr;
@@ -38,9 +43,17 @@ DeviceInfo query_device(int ordinal);
 
 // Pure selection over the registry: no CUDA calls when device.pretended.
 // Otherwise also confirms with cudaFuncGetAttributes that the binary holds code
-// loadable on the device, falling to the next candidate when not.
+// loadable on the device, falling to the next candidate when not. `forced`
+// restricts it to one kernel: a caller that also keys a cache on the forcing
+// reads forced_kernel() once and passes that value, so the key and the
+// decision cannot disagree when another thread changes the forcing.
+Decision select_kernel(const FwdParams& params, const DeviceInfo& device,
+                       const std::optional<std::string>& forced);
+// As above under the forcing of the moment (one read of forced_kernel()).
 Decision select_kernel(const FwdParams& params, const DeviceInfo& device);
 // The same selection over any kernel table (tests use synthetic tables).
+Decision select_kernel_from(std::span<const KernelInfo> kernels, const FwdParams& params,
+                            const DeviceInfo& device, const std::optional<std::string>& forced);
 Decision select_kernel_from(std::span<const KernelInfo> kernels, const FwdParams& params,
                             const DeviceInfo& device);
 // One line saying why a decision without a kernel has none (for error messages).
@@ -60,5 +73,10 @@ void set_forced_kernel(std::optional<std::string> name);
 void set_pretended_capability(std::optional<arch::Capability> cc);
 std::optional<std::string> forced_kernel();
 std::optional<arch::Capability> pretended_capability();
+
+// Empty when `name` is a kernel of `kernels`; otherwise why not, naming the
+// kernels there are ("no kernel named 'x' in this build (kernels: a, b)").
+std::string unknown_kernel(std::string_view name, std::span<const KernelInfo> kernels);
+std::string unknown_kernel(std::string_view name);  // over this build's cuda_kernels()
 
 }  // namespace vflash

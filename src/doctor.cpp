@@ -64,14 +64,15 @@ Report build_report() {
   if (r.device.present && !r.device.pretended)
     for (const KernelInfo& k : cuda_kernels()) r.probes.push_back({&k, probe_kernel(k, r.device.ordinal)});
   const auto calls = representative_calls(r.device.ordinal < 0 ? 0 : r.device.ordinal);
-  for (const auto& call : calls) r.calls.push_back({call, select_kernel(call.params, r.device)});
+  // Every decision of the report under the one forcing it shows.
+  for (const auto& call : calls) r.calls.push_back({call, select_kernel(call.params, r.device, r.forced)});
   for (const auto cc : arch::known_capabilities()) {
     DeviceInfo as_if;
     as_if.present = as_if.pretended = true;
     as_if.ordinal = 0;
     as_if.cc = cc;
     PortabilityRow row{cc, {}};
-    for (const auto& call : calls) row.choice.push_back(select_kernel(call.params, as_if).kernel);
+    for (const auto& call : calls) row.choice.push_back(select_kernel(call.params, as_if, r.forced).kernel);
     r.portability.push_back(std::move(row));
   }
   return r;
@@ -151,7 +152,11 @@ std::string doctor_report_text() {
   } else {
     s += "Device: no CUDA device (" + d.absent_reason + "); host tensors run on the CPU reference\n";
   }
-  s += "Forced kernel: " + r.forced.value_or("none") + "\n\n";
+  s += "Forced kernel: " + r.forced.value_or("none");
+  if (r.forced)
+    if (const std::string why = unknown_kernel(*r.forced); !why.empty())
+      s += " -- " + why + ": every CUDA call fails until VFLASH_FORCE_KERNEL names one";
+  s += "\n\n";
 
   s += "This binary holds:\n";
   if (kernel_families().empty()) s += "  no CUDA kernel (only the CPU reference)\n";
@@ -169,9 +174,18 @@ std::string doctor_report_text() {
     if (c.decision.kernel)
       s += "    -> " + std::string(c.decision.kernel->name) + " (" + c.decision.loadable_target + ")\n";
     else
-      s += "    -> no kernel" + std::string(d.present ? "" : " (CUDA tensors would fail; host tensors use the CPU reference)") + "\n";
-    for (const CandidateVerdict& v : c.decision.verdicts)
+      s += "    -> no kernel" + std::string(d.present ? "" : " (no CUDA device, see above: CUDA tensors would fail; host tensors use the CPU reference)") + "\n";
+    // Without a device, the kernels turned down for that alone go on one line:
+    // the reason is the device line's.
+    std::string need_device;
+    for (const CandidateVerdict& v : c.decision.verdicts) {
+      if (!d.present && v.reason == kNoDeviceReason) {
+        need_device += (need_device.empty() ? "" : ", ") + std::string(v.kernel->name);
+        continue;
+      }
       s += "       " + std::string(v.accepted ? "+ " : "- ") + v.kernel->name + ": " + v.reason + "\n";
+    }
+    if (!need_device.empty()) s += "       would serve it on a GPU: " + need_device + "\n";
   }
 
   s += "\nKernel each call would get on each capability (selection from this binary's targets):\n";
@@ -205,6 +219,8 @@ std::string doctor_report_json() {
        ", \"family\": " + (d.present ? q(arch::family_name(d.cc)) : "null") +
        ", \"absent_reason\": " + (d.present ? "null" : q(d.absent_reason)) + "},\n";
   s += "  \"forced_kernel\": " + (r.forced ? q(*r.forced) : "null") + ",\n";
+  const std::string forced_error = r.forced ? unknown_kernel(*r.forced) : "";
+  s += "  \"forced_kernel_error\": " + (forced_error.empty() ? "null" : q(forced_error)) + ",\n";
 
   s += "  \"families\": [";
   bool first = true;

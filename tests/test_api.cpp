@@ -363,6 +363,22 @@ TEST_F(Api, PretendAndForceDriveTheKernelName) {
   EXPECT_FALSE(vflash::pretended_capability());
 }
 
+// VFLASH_FORCE_KERNEL is read at start-up without vflash_force_kernel's check:
+// a name that is no kernel must fail each CUDA call saying so, not as a call
+// that no kernel serves.
+TEST_F(Api, UnknownForcedKernelIsReportedByName) {
+  ASSERT_EQ(vflash_pretend_capability("9.0"), VFLASH_OK);
+  vflash::set_forced_kernel("no_such_kernel");  // what the environment variable does
+  CudaShapedArgs c;
+  const char* name = nullptr;
+  EXPECT_EQ(vflash_varlen_kernel_name(&c.a, &name), VFLASH_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(vflash_last_error()).rfind("VFLASH_FORCE_KERNEL: no kernel named 'no_such_kernel' in this build (kernels: ", 0), 0u)
+      << vflash_last_error();
+  size_t bytes = 0;
+  EXPECT_EQ(vflash_varlen_workspace_size(&c.a, &bytes), VFLASH_ERROR_INVALID_ARGUMENT);
+  vflash::set_forced_kernel(std::nullopt);
+}
+
 // Repeated calls of one shape reuse the remembered choice: that memory must not
 // outlive a change of max_seqlen_q (or of max_seqlen_k, which decides whether
 // a kernel packs short sequences) across a kernel's efficiency floor.
