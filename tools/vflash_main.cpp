@@ -31,6 +31,7 @@ constexpr const char* kUsage =
     "                         is present, otherwise on the CPU reference; checked against the\n"
     "                         float64 reference\n"
     "  bench <workloads.json> time the workloads of a JSON file (see tools/bench.cpp)\n"
+    "  --version              the library's version\n"
     "  --help                 this text\n"
     "\n"
     "environment: VFLASH_FORCE_KERNEL=<name> forces a kernel; VFLASH_PRETEND_CC=<cc> makes dispatch\n"
@@ -169,24 +170,43 @@ int demo() {
   return pass ? 0 : 1;
 }
 
+// A usage error: names what was wrong, then the usage, on stderr; exit code 2.
+int usage_error(const std::string& what) {
+  std::fprintf(stderr, "vflash: %s\n\n%s", what.c_str(), kUsage);
+  return 2;
+}
+
+// "unknown option '--x'" or "unexpected argument 'x'", after `context`.
+std::string unexpected(const std::string& context, const std::string& arg) {
+  return context + (arg.starts_with("-") ? "unknown option '" : "unexpected argument '") + arg + "'";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const std::string command = argc > 1 ? argv[1] : "";
   try {
     if (command == "doctor") {
-      const bool json = argc > 2 && std::strcmp(argv[2], "--json") == 0;
-      if (argc > 3 || (argc == 3 && !json)) {
-        std::fprintf(stderr, "%s", kUsage);
-        return 2;
+      bool json = false;
+      for (int i = 2; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--json") != 0) return usage_error(unexpected("doctor: ", argv[i]));
+        if (json) return usage_error("doctor: option '--json' given twice");
+        json = true;
       }
       std::fputs((json ? vflash::doctor_report_json() : vflash::doctor_report_text()).c_str(), stdout);
       return 0;
     }
-    if (command == "demo") return demo();
+    if (command == "demo") {
+      if (argc > 2) return usage_error(unexpected("demo: ", argv[2]));
+      return demo();
+    }
     if (command == "bench") return vflash::cli::run_bench(argc - 1, argv + 1);
     if (command == "--help" || command == "-h" || command == "help") {
       std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (command == "--version" || command == "version") {
+      std::printf("vflash %s\n", vflash_version());
       return 0;
     }
   } catch (const vflash::Error& e) {
@@ -194,6 +214,6 @@ int main(int argc, char** argv) {
                  vflash_status_string(static_cast<vflash_status>(e.status())));
     return 1;
   }
-  std::fprintf(stderr, "%s", kUsage);
-  return 2;
+  if (command.empty()) return usage_error("no command given");
+  return usage_error(command.starts_with("-") ? unexpected("", command) : "unknown command '" + command + "'");
 }
