@@ -7,11 +7,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <random>
+#include <system_error>
 #include <vector>
 
 #include "dtype.hpp"
@@ -437,6 +439,43 @@ TEST(Reference, LongSequencesSpanningWorkChunks) {
         check_problem(pr);
         if (HasFatalFailure()) return;
       }
+}
+
+// The reference starts a thread pool per call: a thread that cannot start
+// (std::system_error from std::thread) must cost parallelism, not the process
+// (std::terminate) nor a chunk of the result.
+std::atomic<unsigned> pool_starts_tried{0};
+
+void refuse_every_start(unsigned) {
+  ++pool_starts_tried;
+  throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again), "thread");
+}
+
+void refuse_after_two(unsigned index) {
+  ++pool_starts_tried;
+  if (index > 2) throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again), "thread");
+}
+
+TEST(Reference, ThreadsThatFailToStartLeaveTheResultWhole) {
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 gen(seed);
+  Case c;
+  c.len_q = {131, 7, 200};  // 7 chunks per head: work for every thread
+  c.len_k = {90, 7, 211};
+  c.heads_q = 3;
+  c.heads_k = 1;
+  c.causal = true;
+  for (auto hook : {&refuse_every_start, &refuse_after_two}) {
+    pool_starts_tried = 0;
+    set_reference_pool_hooks({8, hook});
+    Problem pr(c);
+    pr.fill(gen);
+    check_problem(pr);  // reference_attention and cpu_forward, each with the failing pool
+    set_reference_pool_hooks({});
+    if (HasFatalFailure()) return;
+    EXPECT_GE(pool_starts_tried.load(), 2u);  // the hook ran: threads were asked for
+  }
 }
 
 // Small hand-computable problems: fp32, one head, d = d_v = 8.

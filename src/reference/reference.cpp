@@ -8,7 +8,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <exception>
 #include <limits>
+#include <mutex>
+#include <new>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -19,6 +23,14 @@ namespace vflash {
 namespace {
 
 constexpr int64_t kRowsPerChunk = 64;
+
+std::mutex hooks_mutex;
+ReferencePoolHooks pool_hooks;
+
+ReferencePoolHooks current_hooks() {
+  std::lock_guard lock(hooks_mutex);
+  return pool_hooks;
+}
 constexpr int kRowGroup = 4;  // query rows sharing one pass over the keys
 
 double load(DType t, const void* base, int64_t index) {
@@ -83,7 +95,13 @@ void attend(const FwdParams& p, const Sink& sink) {
   const int32_t group = p.heads_q / p.heads_k;  // query heads per KV head (GQA)
   std::atomic<size_t> next{0};
 
-  const auto worker = [&] {
+  // The first exception of any worker (e.g. bad_alloc): the others stop taking
+  // chunks, and it is rethrown on the calling thread once all have joined (an
+  // exception leaving a std::thread's function would std::terminate).
+  std::mutex failure_mutex;
+  std::exception_ptr failure;
+
+  const auto work = [&] {
     // keys_t: the chunk's visible keys transposed, (d, nk), so that scores of
     // kRowGroup rows are built by axpy over contiguous keys (vectorisable, one
     // pass over the keys per group). values: (nk, d_v).
@@ -166,14 +184,42 @@ void attend(const FwdParams& p, const Sink& sink) {
     }
   };
 
-  const size_t threads = std::min<size_t>(chunks.size(), std::max(1u, std::thread::hardware_concurrency()));
+  const auto worker = [&]() noexcept {
+    try {
+      work();
+    } catch (...) {
+      next.store(chunks.size());
+      std::lock_guard lock(failure_mutex);
+      if (!failure) failure = std::current_exception();
+    }
+  };
+
+  const ReferencePoolHooks hooks = current_hooks();
+  const unsigned wanted = hooks.threads ? hooks.threads : std::max(1u, std::thread::hardware_concurrency());
+  const size_t threads = std::min<size_t>(chunks.size(), wanted);
   std::vector<std::thread> pool;
-  for (size_t t = 1; t < threads; ++t) pool.emplace_back(worker);
+  try {
+    pool.reserve(threads);
+    for (size_t t = 1; t < threads; ++t) {
+      if (hooks.before_start) hooks.before_start(unsigned(t));
+      pool.emplace_back(worker);
+    }
+  } catch (const std::system_error&) {
+    // No thread to be had (or no memory for the pool): the chunks are taken
+    // from a shared counter, so the threads running and this one do them all.
+  } catch (const std::bad_alloc&) {
+  }
   worker();
   for (auto& t : pool) t.join();
+  if (failure) std::rethrow_exception(failure);
 }
 
 }  // namespace
+
+void set_reference_pool_hooks(const ReferencePoolHooks& hooks) {
+  std::lock_guard lock(hooks_mutex);
+  pool_hooks = hooks;
+}
 
 void reference_attention(const FwdParams& p, std::span<double> out, std::span<double> lse) {
   const int64_t rows = p.is_varlen() ? p.total_q : int64_t(p.batch) * p.seqlen_q;

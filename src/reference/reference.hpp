@@ -17,4 +17,16 @@ void reference_attention(const FwdParams& params, std::span<double> out, std::sp
 // Backend entry: computes into params.o (params.dtype) and params.lse (fp32).
 void cpu_forward(const FwdParams& params);
 
+// Testing the worker pool. Each call starts up to `threads` - 1 threads besides
+// the caller's (0: one per hardware thread). `before_start(i)`, when set, runs
+// before extra thread i (1-based) starts; throwing std::system_error from it
+// acts as the failed start std::thread reports when the system has no thread
+// to give. A failed start never fails the call: the threads that did start and
+// the calling thread take every chunk.
+struct ReferencePoolHooks {
+  unsigned threads = 0;
+  void (*before_start)(unsigned index) = nullptr;
+};
+void set_reference_pool_hooks(const ReferencePoolHooks& hooks);
+
 }  // namespace vflash
