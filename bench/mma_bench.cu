@@ -2,13 +2,13 @@
 // scripts/bench_mma.sh; needs a GPU).
 //
 //   mma_bench check            fresh random inputs vs a float64 host reference
-//   mma_bench bench [tiles]    TFLOP/s on the workloads of ../shared/bench/workloads.json
+//   mma_bench bench [tiles]    TFLOP/s on the workloads of bench/workloads.json
 //                              (shapes repeated below); "tiles" also times candidate
 //                              tile shapes per head-dim bucket (bench/mma_tiles.md)
 //
-// Timing: CUDA events around each call, L2 flushed (256 MiB memset) before
-// each, median of 30 after 5 warm-ups. FLOPs: 4*Sq*Sk*H*D per sequence at the
-// true head dim, half the pairs when causal.
+// Timing and FLOPs are `vflash bench`'s (tools/bench_core.hpp): median of
+// CUDA-event times, L2 flushed before each run, 300 ms of runs per case; FLOPs
+// at the true head dim.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -20,9 +20,11 @@
 #include <cstring>
 #include <functional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "bench_core.hpp"
 #include "dtype.hpp"
 #include "kernels/mma/mma_fwd.cuh"
 #include "registry.hpp"
@@ -398,38 +400,17 @@ std::vector<Workload> workloads() {
   };
 }
 
-double flops(const Workload& w) {
-  double f = 0;
-  for (int s : w.seqlens) f += 4.0 * (w.causal ? s * (s + 1.0) / 2 : double(s) * s) * w.hq * w.d;
-  return f;
-}
+double flops(const Workload& w) { return bench::attention_flops(w.seqlens, w.hq, w.d, w.causal); }
 
+// Median ms of one launch function on the problem (its params' stream).
 double median_ms(Problem& pr, LaunchFn fn) {
-  static void* flush = nullptr;
-  constexpr size_t kFlush = 256u << 20;
-  if (!flush) CUDA_OK(cudaMalloc(&flush, kFlush));
-  cudaEvent_t a, b;
-  CUDA_OK(cudaEventCreate(&a));
-  CUDA_OK(cudaEventCreate(&b));
-  std::vector<float> ms;
-  for (int i = 0; i < 35; ++i) {
-    CUDA_OK(cudaMemsetAsync(flush, i, kFlush));
-    CUDA_OK(cudaEventRecord(a));
-    const int rc = fn(pr.p);
-    CUDA_OK(cudaEventRecord(b));
-    if (rc != 0) {
-      std::printf("launch failed: %s\n", cudaGetErrorString(cudaError_t(rc)));
-      std::exit(2);
-    }
-    CUDA_OK(cudaEventSynchronize(b));
-    float t;
-    CUDA_OK(cudaEventElapsedTime(&t, a, b));
-    if (i >= 5) ms.push_back(t);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+  static const bench::L2Flush flush(0);
+  return bench::median_ms(
+      [&] {
+        if (const int rc = fn(pr.p); rc != 0)
+          throw std::runtime_error(std::string("launch failed: ") + cudaGetErrorString(cudaError_t(rc)));
+      },
+      flush, static_cast<cudaStream_t>(pr.p.stream));
 }
 
 Problem make_problem(const Workload& w) {
@@ -504,7 +485,14 @@ int main(int argc, char** argv) {
   CUDA_OK(cudaSetDevice(0));
   const std::string mode = argc > 1 ? argv[1] : "check";
   if (mode == "check") return run_checks();
-  if (mode == "bench") return run_bench(argc > 2 && std::string(argv[2]) == "tiles");
+  if (mode == "bench") {
+    try {
+      return run_bench(argc > 2 && std::string(argv[2]) == "tiles");
+    } catch (const std::exception& e) {
+      std::printf("%s\n", e.what());
+      return 2;
+    }
+  }
   std::fprintf(stderr, "usage: %s check | bench [tiles]\n", argv[0]);
   return 2;
 }

@@ -9,7 +9,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/build-mma-bench}
 arch=${2:-90}
 mkdir -p "$out"
-flags=(-std=c++20 -O3 --expt-relaxed-constexpr -lineinfo -I"$root/src"
+flags=(-std=c++20 -O3 --expt-relaxed-constexpr -lineinfo -I"$root/src" -I"$root/tools"
        -gencode=arch=compute_$arch,code=sm_$arch)
 if [[ "${TILES:-0}" == 1 ]]; then flags+=(-DVFLASH_BENCH_TILES); fi
 srcs=("$root/bench/mma_bench.cu" "$root"/src/kernels/mma/*.cu)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU validation run, for the machine with the GPU:
+# GPU validation run, for a host with the GPU:
 #   1. configure + build (machine code for VFLASH_CUDA_ARCHS, default 90),
 #   2. ctest: every test except the GPU attention suite (CPU tests; GPU tests
 #      of other binaries run with the default dispatch),
@@ -8,14 +8,15 @@
 #      $VFLASH_KERNELS, else every kernel `vflash doctor --json` lists,
 #   4. compute-sanitizer memcheck and racecheck over a small subset per kernel,
 #   5. a table of passed / failed / skipped counts per run, printed last.
-# Logs and gtest XML go to <build>/gpu-suite ($VFLASH_GPU_LOGS); when $OUT is set
-# (the device tool), the summary table and a tarball of the logs are copied there.
+# Logs and gtest XML go to <build>/gpu-suite ($VFLASH_GPU_LOGS); when $OUT names
+# a folder, the summary table and a tarball of the logs are copied there too.
 #
-# Without network access on the GPU machine, GoogleTest comes from sources
-# staged beforehand on a machine that has them:
-#   scripts/gpu_suite.sh --stage     # copies /usr/src/googletest to .deps/googletest
-# then carry `.deps` to the GPU machine (device tool: command `scripts/gpu_suite.sh`,
-# carry [".deps"]; about 80 s on an H100 host with the Hopper kernel off). Extra cmake arguments: $VFLASH_CMAKE_ARGS
+# A GPU host without network access needs the build's sources that Debian
+# packages provide elsewhere (GoogleTest, the nlohmann-json header). Stage them
+# into the checkout's .deps on a machine that has them installed:
+#   scripts/gpu_suite.sh --stage
+# and copy the checkout, .deps included, to the GPU host (about 80 s there on
+# an H100 with the Hopper kernel off). Extra cmake arguments: $VFLASH_CMAKE_ARGS
 # (e.g. -DVFLASH_BUILD_HOPPER=OFF). Exit status: nonzero if any step failed.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,7 +26,11 @@ if [ "${1:-}" = "--stage" ]; then
   mkdir -p "$root/.deps"
   rm -rf "$gtest_src"
   cp -r /usr/src/googletest "$gtest_src"
-  echo "gpu_suite: staged GoogleTest sources in $gtest_src (carry .deps)"
+  [ -d /usr/include/nlohmann ] || { echo "gpu_suite: no /usr/include/nlohmann: install nlohmann-json3-dev" >&2; exit 2; }
+  rm -rf "$root/.deps/nlohmann_json"
+  mkdir -p "$root/.deps/nlohmann_json/include"
+  cp -r /usr/include/nlohmann "$root/.deps/nlohmann_json/include/"
+  echo "gpu_suite: staged GoogleTest and nlohmann-json in $root/.deps"
   exit 0
 fi
 
@@ -36,7 +41,7 @@ rm -rf "$out"
 mkdir -p "$out"
 jobs=$(nproc)
 status=0
-# A hung kernel must not eat the device lease: every GPU step is bounded.
+# A hung kernel must not hold the GPU: every GPU step is bounded.
 step_timeout=${VFLASH_STEP_TIMEOUT:-150}
 summary="$out/summary.txt"
 : > "$summary"
@@ -49,7 +54,7 @@ cmake_extra=()
 if ! ls /usr/lib/*/cmake/GTest/GTestConfig.cmake /usr/lib/cmake/GTest/GTestConfig.cmake >/dev/null 2>&1; then
   gtest_prefix=/tmp/vflash-gtest
   if [ ! -f "$gtest_prefix/lib/cmake/GTest/GTestConfig.cmake" ] && [ ! -f "$gtest_prefix/lib64/cmake/GTest/GTestConfig.cmake" ]; then
-    [ -d "$gtest_src" ] || { echo "gpu_suite: no GoogleTest here; run '$0 --stage' where it is installed and carry .deps" >&2; exit 2; }
+    [ -d "$gtest_src" ] || { echo "gpu_suite: no GoogleTest here; run '$0 --stage' where it is installed and copy .deps here" >&2; exit 2; }
     note "building GoogleTest from $gtest_src"
     cmake -S "$gtest_src" -B /tmp/vflash-gtest-build -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_INSTALL_PREFIX="$gtest_prefix" -DBUILD_GMOCK=ON >"$out/gtest_build.log" 2>&1 &&

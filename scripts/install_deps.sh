@@ -10,6 +10,7 @@ apt_pins=(
   ninja-build=1.11.1-2~deb12u1
   ccache=4.8+really4.7.5-1
   libgtest-dev=1.12.1-0.2
+  nlohmann-json3-dev=3.11.2-2
   clang-14=1:14.0.6-12
   libclang-rt-14-dev=1:14.0.6-12
   python3-venv
