@@ -7,11 +7,14 @@ workloads of a JSON file (schema of bench/workloads.json).
 Peers, each used when importable and able to run the case (otherwise the
 reason is printed): torch SDPA with its flash (FA2), cuDNN and memory-efficient
 backends (dense cases); torch's FA2 varlen op (aten._flash_attention_forward);
-cuDNN SDPA on a padded batch (varlen cases, heads_q == heads_k); flash-attn-4
-(flash_attn.cute) if installed; vflash (Python API). Inputs are random bf16.
+cuDNN SDPA on a padded batch (varlen cases, heads_q == heads_k);
+FlashAttention-3 (`fa3`: the fa3-fwd wheel's fa3_fwd_interface, Hopper) and
+flash-attn-4 (flash_attn.cute) if installed; vflash (Python API). Inputs are
+random bf16.
 
 Timing: median of CUDA-event times over many runs, L2 flushed (a memset of
-twice its size) before each run, as `vflash bench` does. With --rounds N the
+twice its size) before each run: the policy of tools/bench_core.hpp, which
+`vflash bench` and bench/mma_bench.cu share. With --rounds N the
 peers of a case are timed N times in alternation (forward, then reversed
 order), so that clock and temperature drift reach every peer alike; a peer's
 figure is the median of its N per-round medians, and the tables give the
@@ -23,6 +26,7 @@ run. Writes DIR/bench_peers.md (tables), DIR/bench_peers.json and
 DIR/bench_peers.png (grouped bars).
 """
 import argparse
+import importlib.metadata
 import json
 import os
 import sys
@@ -67,6 +71,13 @@ class Timer:
         return times[len(times) // 2]
 
 
+def package_version(distribution):
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def flops(seqlens, heads, head_dim, causal):
     return sum(4 * (s * (s + 1) / 2 if causal else s * s) * heads * head_dim for s in seqlens)
 
@@ -85,6 +96,7 @@ class Bench:
         self.rounds = rounds
         self.rows = []
         self.notes = []
+        self.fa3 = optional_module("fa3_fwd_interface") if self.wanted("fa3") else None
         self.fa4 = optional_module("flash_attn.cute") if self.wanted("flash-attn-4") else None
         self.vflash = optional_module("vflash") if self.wanted("vflash") else None
 
@@ -130,6 +142,9 @@ class Bench:
                     return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
             entries.append((tag, run, ""))
         qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))  # FlashAttention's (B, S, H, D)
+        if self.fa3 is not None:
+            entries.append(("fa3", lambda: self.fa3.flash_attn_func(
+                qt, kt, vt, softmax_scale=head_dim ** -0.5, causal=causal, window_size=(-1, -1)), ""))
         if self.fa4 is not None:
             entries.append(("flash-attn-4", lambda: self.fa4.flash_attn_func(qt, kt, vt, causal=causal), ""))
         if self.vflash is not None:
@@ -158,6 +173,10 @@ class Bench:
             return torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, longest, longest, 0.0, causal, False)[0]
 
         entries = [("torch-fa2-varlen", torch_fa2, "")]
+        if self.fa3 is not None:
+            entries.append(("fa3", lambda: self.fa3.flash_attn_varlen_func(
+                q, k, v, cu, cu, longest, longest, softmax_scale=head_dim ** -0.5, causal=causal,
+                window_size=(-1, -1)), ""))
         if self.fa4 is not None:
             entries.append(("flash-attn-4", lambda: self.fa4.flash_attn_varlen_func(
                 q, k, v, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=longest, max_seqlen_k=longest, causal=causal),
@@ -199,7 +218,8 @@ def markdown(info, peak, rows, notes):
     lines = [
         f"# vflash vs peers: {info['gpu']} (cc {info['cc']})",
         "",
-        f"torch {info['torch']}, cuDNN {info['cudnn']}, flash-attn-4 {'yes' if info['fa4'] else 'no'}, "
+        f"torch {info['torch']}, cuDNN {info['cudnn']}, FA3 (fa3-fwd) {info['fa3'] or 'no'}, "
+        f"flash-attn-4 {info['fa4'] or 'no'}, "
         f"vflash {info['vflash']}{forced}; bf16; TFLOP/s at the true head dim (median of CUDA-event times, "
         f"L2 flushed{rounds}); bf16 matmul 8192^3 in the same run: {peak:.0f} TFLOP/s.",
         "",
@@ -271,7 +291,9 @@ def main(argv):
         bench.vflash.force_kernel(args.kernel)
     props = torch.cuda.get_device_properties(0)
     info = dict(gpu=props.name, cc=f"{props.major}.{props.minor}", torch=torch.__version__,
-                cudnn=torch.backends.cudnn.version(), fa4=bench.fa4 is not None,
+                cudnn=torch.backends.cudnn.version(),
+                fa3=(package_version("fa3-fwd") or "yes") if bench.fa3 is not None else None,
+                fa4=(package_version("flash-attn-4") or "yes") if bench.fa4 is not None else None,
                 vflash=getattr(bench.vflash, "__version__", None), rounds=args.rounds, kernel=args.kernel)
     print(json.dumps(info))
     torch.manual_seed(0)
