@@ -232,16 +232,14 @@ void fuzz_dispatch(const FwdParams& p, FuzzedDataProvider& in) {
                                      : in.ConsumeRandomLengthString(12);
     }
     const size_t rule = in.ConsumeIntegralInRange<size_t>(0, std::size(kRules) - 1);
-    table[i] = KernelInfo{"synthetic",
-                          "fuzzed kernel declaration",
-                          in.ConsumeIntegralInRange(0, 3),
-                          targets[i].c_str(),
-                          in.ConsumeIntegralInRange<uint32_t>(0, 7),
-                          in.ConsumeIntegral<uint32_t>() & kAllFeatures,
-                          std::span<const HeadDimRule>(&kRules[rule], 1),
-                          nullptr,
-                          nullptr,
-                          nullptr};
+    // Members are initialised in declaration order, so the fuzzer's bytes are consumed in this order.
+    table[i] = KernelInfo{.name = "synthetic",
+                          .description = "fuzzed kernel declaration",
+                          .rank = in.ConsumeIntegralInRange(0, 3),
+                          .targets = targets[i].c_str(),
+                          .dtypes = in.ConsumeIntegralInRange<uint32_t>(0, 7),
+                          .features = in.ConsumeIntegral<uint32_t>() & kAllFeatures,
+                          .head_dims = std::span<const HeadDimRule>(&kRules[rule], 1)};
   }
   check_decision(select_kernel_from(table, p, device), p, device.cc);
 }

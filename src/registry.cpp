@@ -13,7 +13,7 @@ namespace vflash {
 
 std::span<const KernelFamily> kernel_families() {
   static const std::vector<KernelFamily> families = {
-#define VFLASH_KERNEL(family, targets) KernelFamily{#family, targets, family##_kernels()},
+#define VFLASH_KERNEL(family, targets_) KernelFamily{.name = #family, .targets = targets_, .kernels = family##_kernels()},
 #include "vflash_kernels.inc"
 #undef VFLASH_KERNEL
   };
