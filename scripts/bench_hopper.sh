@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Hopper kernel check + timing, for the machine with the H100:
+# Hopper kernel check + timing, on a host with a Hopper GPU (9.0):
 #   1. `src/kernels/hopper/instances.py --check`: the instantiation files match the table,
 #   2. configure + build (sm_90a) the CLI in $BUILD (default build-hopper),
 #   3. the SASS holds HGMMA (wgmma) and UTMALDG (TMA) instructions and no
@@ -7,11 +7,12 @@
 #   4. `vflash bench` on the workloads with the kernel forced (CUDA events,
 #      medians, L2 flushed; TFLOP/s at the true head dim).
 # Correctness is the GPU suite's job: VFLASH_KERNELS=hopper scripts/gpu_suite.sh
-#   scripts/bench_hopper.sh [WORKLOADS_JSON]   (default ../shared/bench/workloads.json)
+#   scripts/bench_hopper.sh [WORKLOADS_JSON]   (default bench/workloads.json)
+# Without network there, stage the build's sources first: scripts/gpu_suite.sh --stage.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD:-$root/build-hopper}
-workloads=${1:-$root/../shared/bench/workloads.json}
+workloads=${1:-$root/bench/workloads.json}
 export PATH=/usr/local/cuda/bin:$PATH
 
 python3 "$root/src/kernels/hopper/instances.py" --check

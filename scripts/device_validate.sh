@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole GPU validation in one call on the device machine (no network there):
+# The whole GPU validation in one run, on a GPU host (no network needed):
 #   1. scripts/gpu_suite.sh: build (sm_90/sm_90a + the Python extension), CPU
 #      tests, the GPU suite with default dispatch and each kernel forced,
 #      compute-sanitizer memcheck/racecheck subsets;
@@ -10,12 +10,13 @@
 #      workloads.json and vflash's short-GQA workload, each case's peers timed
 #      in 3 alternating rounds; then the portable kernel (mma forced) against
 #      torch's FA2 in 5 alternating rounds (mma/bench_peers.md);
-# Carry .deps (GoogleTest sources: scripts/gpu_suite.sh --stage). Results go to $OUT.
+# Needs the sources staged in .deps (scripts/gpu_suite.sh --stage) where the host
+# lacks GoogleTest or nlohmann-json. Results go to $OUT when it names a folder.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-# $OUT takes at most 8 files: results gather in $out and travel as one tarball
-# (plus the table and plot), written at the end.
+# Results gather in $out; at the end they are copied to $OUT as one tarball, beside
+# the summary table and the peer tables and plot.
 out=/tmp/vflash-out
 mkdir -p "$out"
 build=/tmp/vflash-build

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Hardware counters of one vflash kernel on single workloads, for the machine
-# with the H100 (ncu must read counters there; clocks are left alone):
+# Hardware counters of one vflash kernel on single workloads, for a host
+# with the GPU (ncu must be allowed to read counters there; clocks are left alone):
 #   [KERNEL=hopper|mma|simt] scripts/profile_kernel.sh VFLASH_BINARY WORKLOADS_JSON NAME...
 # For each NAME of WORKLOADS_JSON, runs `VFLASH_BINARY bench` on that workload
 # alone with the kernel forced to KERNEL (default hopper) and prints, for one launch after
 # warm-up: duration, L2 traffic and throughput (bytes, sectors, requests from
 # the SMs), SM/tensor throughput, issue activity and the stall reasons per
 # issued instruction, tensor-pipe activity and shared-memory bank conflicts.
-# docs/perf.md quotes its output.
+# docs/tuning.md quotes such counters.
 set -euo pipefail
 kernel=${KERNEL:-hopper}
 bin=$1

@@ -155,7 +155,7 @@ TEST(Arch, FamilyNames) {
   EXPECT_NE(family_name({13, 0}).find("unknown"), std::string::npos);
 }
 
-// --- The origin failure (../shared/context/origin.md) -------------------------
+// --- The origin failure: 10.3 rejected by an enum range ---------------------
 // A kernel guarded itself with `arch >= Arch.sm_100 && arch <= Arch.sm_110f`
 // over enum values whose numeric mapping differed between two toolkit builds
 // of a kernel DSL: in its CUDA 12 build, sm_110f mapped to 101 (Thor's old
