@@ -258,3 +258,14 @@ def test_dense_bad_input(rng):
         vflash.flash_attn_func(q[0], q[0], q[0])  # 3-D
     with pytest.raises(TypeError, match="v.dtype"):
         vflash.flash_attn_func(q, q, q.astype(np.float32))
+
+
+def test_module_exposes_only_its_api():
+    """`import vflash` gives the names of __all__ (plus subpackages imported by the caller), nothing else."""
+    public = {
+        name for name, value in vars(vflash).items()
+        if not name.startswith("_") and not getattr(value, "__name__", "").startswith("vflash.")
+    }
+    assert public == set(vflash.__all__), sorted(public ^ set(vflash.__all__))
+    for name in vflash.__all__:
+        assert callable(getattr(vflash, name)), name

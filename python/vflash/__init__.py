@@ -11,11 +11,10 @@ reference, float64 accumulation). Invalid arguments raise ValueError, dtype
 problems TypeError, CUDA failures RuntimeError, each with the library's message
 naming the argument and the rule.
 """
-from __future__ import annotations
-
-import json
-import math
-import sys
+# Standard modules under private names: `import vflash` exposes only __all__.
+import json as _json
+import math as _math
+import sys as _sys
 
 from . import _C
 
@@ -53,7 +52,7 @@ def _options(dropout_p, softmax_scale, causal, window_size, softcap, alibi_slope
         scale = 0.0  # the library's default: 1/sqrt(head_dim)
     else:
         scale = float(softmax_scale)
-        if not (math.isfinite(scale) and scale > 0.0):
+        if not (_math.isfinite(scale) and scale > 0.0):
             raise ValueError(f"softmax_scale: must be a finite number > 0 or None, got {softmax_scale!r}")
     try:
         left, right = window_size
@@ -109,7 +108,7 @@ class _ArrayBackend:
     """Output, workspace and stream for CuPy and numpy arrays."""
 
     def __init__(self, kind):
-        self.xp = sys.modules[kind]
+        self.xp = _sys.modules[kind]
         self.is_cupy = kind == "cupy"
 
     def empty(self, shape, dtype):
@@ -283,7 +282,7 @@ def kernel_name(q, k, v, softmax_scale=None, causal=False, window_size=(-1, -1),
 
 def doctor():
     """The `vflash doctor --json` report as a dict: device, targets, dispatch decisions."""
-    return json.loads(_C.doctor_json())
+    return _json.loads(_C.doctor_json())
 
 
 def force_kernel(name):
