@@ -9,7 +9,15 @@
  * Conventions (FlashAttention's varlen layout):
  *   q    (total_q, heads_q, d)        k (total_k, heads_k, d)     v (total_k, heads_k, d_v)
  *   out  (total_q, heads_q, d_v)      lse (heads_q, total_q) float32, optional
- *   cu_seqlens_q / cu_seqlens_k: int32, length batch+1, prefix sums starting at 0.
+ *   cu_seqlens_q / cu_seqlens_k: int32, length batch+1, prefix sums starting at 0,
+ *   non-decreasing, last entry <= the tensor's token count (total_q / total_k).
+ *   Rows of q past cu_seqlens_q[batch] belong to no sequence: out and lse are
+ *   not written there (FlashAttention's rule: a caller's buffer keeps its
+ *   contents; the Python package, where it allocates out / lse itself, returns
+ *   those rows as rows that see no key: zeros, lse -inf).
+ *   max_seqlen_q / max_seqlen_k: upper bounds of the sequence lengths (any value
+ *   from the longest sequence up, even past the token count, is accepted).
+ *   total_q and total_k (dense: batch * seqlen) are at most 2^31 - 1 - 1024.
  *   The dense entry point takes (batch, seqlen, heads, d) tensors and an optional
  *   lse of shape (batch, heads_q, seqlen_q).
  *   Strides are in elements; the last dimension must be contiguous (stride 1),
@@ -23,9 +31,15 @@
  *   fp32 on the CPU reference). heads_q % heads_k == 0 (GQA / MQA).
  *   Causal masking is aligned bottom-right: query i of a sequence with lengths
  *   (Lq, Lk) sees key j iff j <= i + Lk - Lq. A window (left, right) keeps keys
- *   with i + Lk - Lq - left <= j <= i + Lk - Lq + right; -1 means unbounded.
+ *   with i + Lk - Lq - left <= j <= i + Lk - Lq + right; -1 means unbounded,
+ *   and so does any bound at least as long as every sequence (right >=
+ *   max_seqlen_q, left >= max_seqlen_k, e.g. INT32_MAX).
  *   softcap > 0 replaces each score s = scale * q.k by softcap * tanh(s / softcap).
- *   A query row that sees no key produces zeros and lse = -inf.
+ *   A query row that sees no key (seqlen_k = 0, or masked) produces zeros and
+ *   lse = -inf, the log of an empty sum; FlashAttention returns +inf there (a
+ *   convention of its backward pass). vflash returns -inf in every entry point,
+ *   C, C++ and Python, so that combining partial results by their lse (split
+ *   keys, cascades) needs no special case.
  *
  * Tensors live either all on the host (device = VFLASH_DEVICE_CPU: the CPU
  * reference runs, synchronously) or all on one CUDA device (the call is
@@ -85,12 +99,12 @@ typedef struct vflash_varlen_args {
   size_t struct_size;
   vflash_tensor q, k, v;
   vflash_tensor out;
-  vflash_tensor lse;              /* optional: float32 (heads_q, total_q) */
+  vflash_tensor lse;              /* optional: float32 (heads_q, total_q); -inf for rows without keys */
   vflash_tensor cu_seqlens_q;     /* int32 (batch+1,), on the tensors' device */
   vflash_tensor cu_seqlens_k;
   const int32_t* cu_seqlens_q_host; /* optional host copies: validated in full when given */
   const int32_t* cu_seqlens_k_host;
-  int32_t max_seqlen_q, max_seqlen_k;
+  int32_t max_seqlen_q, max_seqlen_k; /* upper bounds of the sequence lengths */
   float softmax_scale;            /* 0 = default 1/sqrt(d) */
   int32_t causal;                 /* nonzero: bottom-right causal mask */
   int32_t window_left, window_right; /* -1 = unbounded */

@@ -15,6 +15,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "vflash/vflash.h"
 
@@ -115,6 +116,37 @@ vflash_tensor describe(const Array& a, const char* argument) {
 // An absent optional tensor (data == NULL).
 vflash_tensor absent() { return vflash_tensor{}; }
 
+// Argument `name` as an ndarray (writable unless Array is InArray). Arrays are
+// taken as plain objects and converted here so that a refusal names the
+// argument and, where it can tell, the rule (a read-only output, a byte order
+// DLPack cannot carry), instead of nanobind's "incompatible function arguments".
+template <typename Array>
+Array as_array(nb::handle h, const char* name) {
+  Array a;
+  if (nb::try_cast(h, a)) return a;
+  const std::string arg(name);
+  if constexpr (!std::is_same_v<Array, InArray>) {
+    InArray read_only;
+    if (nb::try_cast(h, read_only))
+      throw nb::value_error((arg + ": must be writable (vflash writes the result into it), got a read-only array").c_str());
+  }
+  if (nb::hasattr(h, "dtype")) {
+    const nb::object dtype = h.attr("dtype");
+    if (nb::hasattr(dtype, "isnative") && !nb::cast<bool>(dtype.attr("isnative")))
+      throw nb::type_error((arg + ": must be in the machine's byte order (DLPack has no other), got dtype " +
+                            nb::cast<std::string>(nb::repr(dtype)))
+                               .c_str());
+  }
+  throw nb::type_error((arg + ": must be an array exporting DLPack or the buffer protocol (torch, CuPy, numpy), got " +
+                        nb::cast<std::string>(nb::str(nb::type_name(h.type()))))
+                           .c_str());
+}
+
+std::optional<OutArray> as_optional_out(const nb::object& h, const char* name) {
+  if (h.is_none()) return std::nullopt;
+  return as_array<OutArray>(h, name);
+}
+
 // Mask and scaling options shared by the varlen and dense entries.
 struct Options {
   float softmax_scale;
@@ -162,6 +194,33 @@ vflash_dense_args dense_args(const InArray& q, const InArray& k, const InArray& 
   return args;
 }
 
+// The arrays of one call, converted in argument order (the first refusal is
+// the one reported), held until the call returns.
+struct DenseArrays {
+  InArray q, k, v;
+  std::optional<OutArray> out, lse;
+  DenseArrays(nb::handle q_, nb::handle k_, nb::handle v_, const nb::object& out_, const nb::object& lse_)
+      : q(as_array<InArray>(q_, "q")),
+        k(as_array<InArray>(k_, "k")),
+        v(as_array<InArray>(v_, "v")),
+        out(as_optional_out(out_, "out")),
+        lse(as_optional_out(lse_, "lse")) {}
+};
+
+struct VarlenArrays {
+  InArray q, k, v, cu_q, cu_k;
+  std::optional<OutArray> out, lse;
+  VarlenArrays(nb::handle q_, nb::handle k_, nb::handle v_, nb::handle cu_q_, nb::handle cu_k_,
+               const nb::object& out_, const nb::object& lse_)
+      : q(as_array<InArray>(q_, "q")),
+        k(as_array<InArray>(k_, "k")),
+        v(as_array<InArray>(v_, "v")),
+        cu_q(as_array<InArray>(cu_q_, "cu_seqlens_q")),
+        cu_k(as_array<InArray>(cu_k_, "cu_seqlens_k")),
+        out(as_optional_out(out_, "out")),
+        lse(as_optional_out(lse_, "lse")) {}
+};
+
 // Queries the workspace the call needs, asks `allocate(bytes)` for it (the
 // caller's framework allocates on its stream), runs the call with the GIL
 // released, and keeps the workspace object alive until the call is enqueued.
@@ -203,11 +262,11 @@ NB_MODULE(_C, m) {
 
   m.def(
       "varlen_fwd",
-      [](const InArray& q, const InArray& k, const InArray& v, const InArray& cu_seqlens_q,
-         const InArray& cu_seqlens_k, int max_seqlen_q, int max_seqlen_k, std::optional<OutArray> out,
-         std::optional<OutArray> lse, float softmax_scale, bool causal, int window_left, int window_right,
-         float softcap, uintptr_t stream, nb::object allocate) {
-        auto args = varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, out, lse,
+      [](nb::handle q, nb::handle k, nb::handle v, nb::handle cu_seqlens_q, nb::handle cu_seqlens_k,
+         int max_seqlen_q, int max_seqlen_k, nb::object out, nb::object lse, float softmax_scale, bool causal,
+         int window_left, int window_right, float softcap, uintptr_t stream, nb::object allocate) {
+        VarlenArrays a(q, k, v, cu_seqlens_q, cu_seqlens_k, out, lse);
+        auto args = varlen_args(a.q, a.k, a.v, a.cu_q, a.cu_k, max_seqlen_q, max_seqlen_k, a.out, a.lse,
                                 {softmax_scale, causal, window_left, window_right, softcap, stream});
         run(args, &vflash_varlen_workspace_size, &vflash_varlen_fwd, allocate);
       },
@@ -219,10 +278,10 @@ NB_MODULE(_C, m) {
 
   m.def(
       "dense_fwd",
-      [](const InArray& q, const InArray& k, const InArray& v, std::optional<OutArray> out,
-         std::optional<OutArray> lse, float softmax_scale, bool causal, int window_left, int window_right,
-         float softcap, uintptr_t stream, nb::object allocate) {
-        auto args = dense_args(q, k, v, out, lse, {softmax_scale, causal, window_left, window_right, softcap, stream});
+      [](nb::handle q, nb::handle k, nb::handle v, nb::object out, nb::object lse, float softmax_scale, bool causal,
+         int window_left, int window_right, float softcap, uintptr_t stream, nb::object allocate) {
+        DenseArrays a(q, k, v, out, lse);
+        auto args = dense_args(a.q, a.k, a.v, a.out, a.lse, {softmax_scale, causal, window_left, window_right, softcap, stream});
         run(args, &vflash_dense_workspace_size, &vflash_dense_fwd, allocate);
       },
       nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out").none(), nb::arg("lse").none(),
@@ -232,11 +291,11 @@ NB_MODULE(_C, m) {
 
   m.def(
       "varlen_kernel_name",
-      [](const InArray& q, const InArray& k, const InArray& v, const InArray& cu_seqlens_q,
-         const InArray& cu_seqlens_k, int max_seqlen_q, int max_seqlen_k, std::optional<OutArray> out,
-         std::optional<OutArray> lse, float softmax_scale, bool causal, int window_left, int window_right,
-         float softcap) {
-        auto args = varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, out, lse,
+      [](nb::handle q, nb::handle k, nb::handle v, nb::handle cu_seqlens_q, nb::handle cu_seqlens_k,
+         int max_seqlen_q, int max_seqlen_k, nb::object out, nb::object lse, float softmax_scale, bool causal,
+         int window_left, int window_right, float softcap) {
+        VarlenArrays a(q, k, v, cu_seqlens_q, cu_seqlens_k, out, lse);
+        auto args = varlen_args(a.q, a.k, a.v, a.cu_q, a.cu_k, max_seqlen_q, max_seqlen_k, a.out, a.lse,
                                 {softmax_scale, causal, window_left, window_right, softcap, 0});
         return kernel_name(args, &vflash_varlen_kernel_name);
       },
@@ -247,10 +306,10 @@ NB_MODULE(_C, m) {
 
   m.def(
       "dense_kernel_name",
-      [](const InArray& q, const InArray& k, const InArray& v, std::optional<OutArray> out,
-         std::optional<OutArray> lse, float softmax_scale, bool causal, int window_left, int window_right,
-         float softcap) {
-        auto args = dense_args(q, k, v, out, lse, {softmax_scale, causal, window_left, window_right, softcap, 0});
+      [](nb::handle q, nb::handle k, nb::handle v, nb::object out, nb::object lse, float softmax_scale, bool causal,
+         int window_left, int window_right, float softcap) {
+        DenseArrays a(q, k, v, out, lse);
+        auto args = dense_args(a.q, a.k, a.v, a.out, a.lse, {softmax_scale, causal, window_left, window_right, softcap, 0});
         return kernel_name(args, &vflash_dense_kernel_name);
       },
       nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out").none(), nb::arg("lse").none(),

@@ -114,6 +114,16 @@ def test_strided_views_of_a_packed_qkv(rng, seed):
     assert_close(got, want, np.float16, "strided", seed)
 
 
+def test_rows_that_see_no_key_give_zeros_and_minus_inf_lse_dense(rng):
+    """vflash's LSE of a row without keys is -inf (log of an empty sum) in every entry point,
+    where FlashAttention gives +inf (see docs/python.md)."""
+    q = rng.standard_normal((2, 3, 2, 8)).astype(np.float32)
+    empty = np.zeros((2, 0, 2, 8), np.float32)
+    out, lse = vflash.flash_attn_func(q, empty, empty, return_lse=True)
+    assert np.array_equal(out, np.zeros_like(out))
+    assert lse.shape == (2, 2, 3) and np.isneginf(lse).all()
+
+
 def test_rows_that_see_no_key_give_zeros_and_minus_inf_lse(rng):
     q = rng.standard_normal((3, 2, 8)).astype(np.float32)
     k = np.zeros((0, 2, 8), np.float32)
@@ -184,6 +194,11 @@ def good_args(rng, dtype=np.float16):
     return dict(q=q, k=k, v=v, cu_seqlens_q=cu, cu_seqlens_k=cu.copy(), max_seqlen_q=5, max_seqlen_k=5)
 
 
+def read_only(array):
+    array.flags.writeable = False
+    return array
+
+
 def call(args, **kwargs):
     return vflash.flash_attn_varlen_func(**args, **kwargs)
 
@@ -204,7 +219,11 @@ BAD_VALUES = {
     "batch 0": (lambda a: a.update(cu_seqlens_q=np.array([0], np.int32), cu_seqlens_k=np.array([0], np.int32)),
                 {}, "cu_seqlens_q.shape[0]"),
     "max_seqlen negative": (lambda a: a.update(max_seqlen_k=-1), {}, "max_seqlen_k"),
-    "max_seqlen past total": (lambda a: a.update(max_seqlen_q=99), {}, "max_seqlen_q"),
+    "max_seqlen a float": (lambda a: a.update(max_seqlen_q=3.7), {}, "max_seqlen_q: must be an int"),
+    "max_seqlen an integral float": (lambda a: a.update(max_seqlen_k=5.0), {}, "max_seqlen_k: must be an int"),
+    "max_seqlen a bool": (lambda a: a.update(max_seqlen_q=True), {}, "max_seqlen_q: must be an int"),
+    "window a float": (lambda a: None, dict(window_size=(3.7, 0)), "window_size"),
+    "out read-only": (lambda a: None, dict(out=read_only(np.zeros((8, 4, 16), np.float16))), "out: must be writable"),
     "q not 3-D": (lambda a: a.update(q=a["q"][0]), {}, "q"),
     "last dim not contiguous": (lambda a: a.update(q=np.repeat(a["q"], 2, axis=2)[..., ::2]), {}, "q.stride[2]"),
     "out wrong shape": (lambda a: None, dict(out=np.empty((8, 4, 8), np.float16)), "out.shape[2]"),
@@ -227,6 +246,81 @@ def test_bad_value_raises_value_error_naming_the_argument(case, rng):
     with pytest.raises(ValueError) as err:
         call(args, **kwargs)
     assert names in str(err.value), f"message {str(err.value)!r} does not name {names}"
+
+
+def test_loose_max_seqlen_is_an_upper_bound(rng, seed):
+    """As in FlashAttention, max_seqlen_q/k bound the lengths from above: any value from the
+    longest sequence up gives the same result, even past the token count."""
+    args = good_args(rng, np.float32)
+    want, want_lse = call(args, return_lse=True)
+    for loose in (6, 99, 2**31 - 1):
+        got, lse = call(dict(args, max_seqlen_q=loose, max_seqlen_k=loose), return_lse=True)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(lse, want_lse)
+    # Integer scalars of numpy count as ints.
+    got = call(dict(args, max_seqlen_q=np.int64(5), max_seqlen_k=np.int32(5)))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_windows_longer_than_every_sequence_are_no_window(rng):
+    args = good_args(rng, np.float32)
+    want = call(args)
+    for window in [(2**31 - 1, 2**31 - 1), (5, 5), (-1, 2**31 - 1)]:
+        np.testing.assert_array_equal(call(args, window_size=window), want)
+
+
+def test_rows_past_the_last_sequence(rng):
+    """cu_seqlens_q[-1] < total_q: the trailing rows belong to no sequence. In arrays vflash
+    allocates they are zeros with lse -inf (rows that see no key); a caller's out keeps them."""
+    args = good_args(rng, np.float32)
+    lengths, tail = [3, 5], 3
+    args["q"] = np.concatenate([args["q"], rng.standard_normal((tail, 4, 16)).astype(np.float32)])
+    assert int(args["cu_seqlens_q"][-1]) == sum(lengths) == args["q"].shape[0] - tail
+    for _ in range(3):  # fresh allocations: garbage would show on some run
+        out, lse = call(args, return_lse=True)
+        assert out.shape == (sum(lengths) + tail, 4, 16)
+        assert np.array_equal(out[-tail:], np.zeros((tail, 4, 16), np.float32)), out[-tail:]
+        assert np.isneginf(lse[:, -tail:]).all(), lse[:, -tail:]
+        assert np.isfinite(lse[:, :-tail]).all() and np.abs(out[:-tail]).max() > 0
+        mine = np.full((sum(lengths) + tail, 4, 16), np.nan, np.float32)
+        got = call(args, out=mine)
+        assert got is mine and np.isnan(mine[-tail:]).all()
+        np.testing.assert_array_equal(mine[:-tail], out[:-tail])
+
+
+def test_read_only_inputs_are_accepted(rng):
+    args = good_args(rng)
+    want = call(args)
+    for name in ("q", "k", "v", "cu_seqlens_q", "cu_seqlens_k"):
+        args[name] = read_only(args[name].copy())
+    np.testing.assert_array_equal(call(args), want)
+
+
+@pytest.mark.parametrize("name", ["q", "k", "v", "cu_seqlens_q", "cu_seqlens_k"])
+def test_non_native_byte_order_is_named(name, rng):
+    args = good_args(rng)
+    array = args[name]
+    args[name] = array.astype(array.dtype.newbyteorder("S"))
+    with pytest.raises(TypeError, match=f"^{name}: must be in the machine's byte order"):
+        call(args)
+
+
+def test_binding_names_arrays_it_cannot_take(rng):
+    """The extension itself names the argument and the rule, for callers below the Python layer."""
+    a = good_args(rng)
+    out = np.zeros((8, 4, 16), np.float16)
+    opts = (0.0, False, -1, -1, 0.0, 0, None)
+    base = [a["q"], a["k"], a["v"], a["cu_seqlens_q"], a["cu_seqlens_k"], 5, 5]
+    vflash._C.varlen_fwd(*base, out, None, *opts)
+    with pytest.raises(ValueError, match="^out: must be writable"):
+        vflash._C.varlen_fwd(*base, read_only(out.copy()), None, *opts)
+    swapped = [x.astype(x.dtype.newbyteorder("S")) if i == 1 else x for i, x in enumerate(base)]
+    with pytest.raises(TypeError, match="^k: must be in the machine's byte order"):
+        vflash._C.varlen_fwd(*swapped, out, None, *opts)
+    with pytest.raises(TypeError, match="^v: must be an array"):
+        vflash._C.varlen_fwd(a["q"], a["k"], "not an array", *base[3:], out, None, *opts)
+    with pytest.raises(ValueError, match="^lse: must be writable"):
+        vflash._C.varlen_fwd(*base, out, read_only(np.zeros((4, 8), np.float32)), *opts)
 
 
 BAD_TYPES = {

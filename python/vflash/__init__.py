@@ -14,6 +14,7 @@ naming the argument and the rule.
 # Standard modules under private names: `import vflash` exposes only __all__.
 import json as _json
 import math as _math
+import operator as _operator
 import sys as _sys
 
 from . import _C
@@ -56,7 +57,7 @@ def _options(dropout_p, softmax_scale, causal, window_size, softcap, alibi_slope
             raise ValueError(f"softmax_scale: must be a finite number > 0 or None, got {softmax_scale!r}")
     try:
         left, right = window_size
-        left, right = int(left), int(right)
+        left, right = _exact_int(left), _exact_int(right)
     except (TypeError, ValueError):
         raise ValueError(
             f"window_size: must be a pair (left, right) of ints, -1 = unbounded, got {window_size!r}"
@@ -68,14 +69,39 @@ def _options(dropout_p, softmax_scale, causal, window_size, softcap, alibi_slope
     return scale, bool(causal), left, right, softcap
 
 
+def _exact_int(value):
+    """value as an int, for ints and integer scalars (numpy, torch) only: int() would
+    truncate a float (3.7 -> 3) and turn a bool into 0 / 1, silently."""
+    if isinstance(value, bool):
+        raise TypeError("a bool is not an int here")
+    return _operator.index(value)
+
+
 def _seqlen(value, name):
     try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: must be an int, got {value!r}") from None
+        n = _exact_int(value)
+    except TypeError:
+        raise ValueError(
+            f"{name}: must be an int (an integer, not truncated), got {type(value).__name__} {value!r}"
+        ) from None
     if not 0 <= n <= _INT32_MAX:
         raise ValueError(f"{name}: must be in [0, 2^31), got {n}")
     return n
+
+
+def _check_numpy_arrays(arrays):
+    """numpy arrays DLPack cannot carry, named here rather than by the binding's
+    generic refusal: non-native byte order (DLPack has none), a read-only `out`."""
+    for name, array in arrays.items():
+        if array is None:
+            continue
+        if not array.dtype.isnative:
+            raise TypeError(
+                f"{name}: must be in the machine's byte order, got dtype {array.dtype.str!r}; convert it with "
+                f"{name}.astype({name}.dtype.newbyteorder('='))"
+            )
+        if name == "out" and not array.flags.writeable:
+            raise ValueError("out: must be writable (vflash writes the result into it), got a read-only array")
 
 
 def _check_ndim(array, name, ndim, layout):
@@ -101,6 +127,8 @@ def _framework(q, arrays):
             same = type(array).__module__.split(".", 1)[0] == kind
         if not same:
             raise TypeError(f"{name}: must be a {kind} array like q, got {type(array).__name__}")
+    if kind == "numpy":
+        _check_numpy_arrays(dict(q=q, **arrays))
     return kind
 
 
@@ -113,6 +141,9 @@ class _ArrayBackend:
 
     def empty(self, shape, dtype):
         return self.xp.empty(shape, dtype=dtype)
+
+    def full(self, shape, value, dtype):
+        return self.xp.full(shape, value, dtype=dtype)
 
     def stream(self):
         return self.xp.cuda.get_current_stream().ptr if self.is_cupy else 0
@@ -156,16 +187,19 @@ def flash_attn_varlen_func(
 
     q: (total_q, heads_q, d); k: (total_k, heads_k, d); v: (total_k, heads_k, d_v);
     cu_seqlens_q / cu_seqlens_k: int32 (batch + 1,) prefix sums of the sequence
-    lengths, starting at 0; max_seqlen_q / max_seqlen_k: the longest sequence.
+    lengths, starting at 0; max_seqlen_q / max_seqlen_k: ints bounding the sequence
+    lengths from above (the longest sequence, or any larger value).
     softmax_scale defaults to 1/sqrt(d); causal masking is aligned bottom-right;
     window_size = (left, right) keys around the diagonal, -1 = unbounded;
     softcap > 0 applies softcap * tanh(s / softcap) to the scores;
     heads_q % heads_k == 0 (GQA / MQA).
 
     Returns out (total_q, heads_q, d_v) of q's dtype; with return_lse=True
-    (out, lse) where lse is float32 (heads_q, total_q); with FlashAttention-2's
+    (out, lse) where lse is float32 (heads_q, total_q), -inf for rows that see no
+    key (FlashAttention gives +inf there); with FlashAttention-2's
     return_attn_probs=True (out, lse, None). `out`, when given, is written and
-    returned. dropout_p must be 0, alibi_slopes and block_table None;
+    returned; rows past cu_seqlens_q[-1] are left as they are in it, and are zeros
+    (lse -inf) in an out vflash allocates. dropout_p must be 0, alibi_slopes and block_table None;
     deterministic is accepted (the forward pass always is).
     """
     scale, causal, left, right, softcap = _options(
@@ -187,9 +221,12 @@ def flash_attn_varlen_func(
 
     backend = _ArrayBackend(kind)
     total_q, heads_q = q.shape[0], q.shape[1]
+    # Rows past cu_seqlens_q[-1] belong to no sequence and are never written:
+    # in an array vflash allocates they read as rows that see no key (zeros,
+    # lse -inf); a caller's `out` keeps its contents there (FlashAttention's rule).
     if out is None:
-        out = backend.empty((total_q, heads_q, v.shape[2]), q.dtype)
-    lse = backend.empty((heads_q, total_q), backend.xp.float32) if want_lse else None
+        out = backend.full((total_q, heads_q, v.shape[2]), 0, q.dtype)
+    lse = backend.full((heads_q, total_q), -_math.inf, backend.xp.float32) if want_lse else None
     _C.varlen_fwd(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, out, lse, scale, causal, left, right,
         softcap, backend.stream(), backend.allocate,

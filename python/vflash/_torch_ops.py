@@ -27,6 +27,18 @@ def _lse(q: torch.Tensor, shape, wanted: bool) -> torch.Tensor:
     return q.new_empty(shape if wanted else (0,), dtype=_LSE_DTYPE)
 
 
+# Varlen rows past cu_seqlens_q[-1] belong to no sequence and are never written;
+# the library cannot tell where they start without reading cu_seqlens (a
+# device synchronisation), so tensors vflash allocates start as rows that see
+# no key: out 0, lse -inf. A caller's `out` keeps its contents there.
+def _varlen_out(q: torch.Tensor, shape) -> torch.Tensor:
+    return q.new_zeros(shape)
+
+
+def _varlen_lse(q: torch.Tensor, shape, wanted: bool) -> torch.Tensor:
+    return q.new_full(shape, float("-inf"), dtype=_LSE_DTYPE) if wanted else _lse(q, shape, False)
+
+
 # Tensors go to the extension as DLPack capsules from torch's C exporter:
 # Tensor.__dlpack__ (what the extension would call otherwise) costs several
 # times more per tensor, and a call passes five to seven.
@@ -66,14 +78,14 @@ def _dense_shapes(q, v):
 
 def _varlen_new(q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, want_lse):
     out_shape, lse_shape = _varlen_shapes(q, v)
-    out = q.new_empty(out_shape)
-    lse = _lse(q, lse_shape, want_lse)
+    out = _varlen_out(q, out_shape)
+    lse = _varlen_lse(q, lse_shape, want_lse)
     _launch_varlen(q, k, v, cu_q, cu_k, max_q, max_k, out, lse, scale, causal, left, right, softcap)
     return out, lse
 
 
 def _varlen_into(q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, want_lse, out):
-    lse = _lse(q, _varlen_shapes(q, v)[1], want_lse)
+    lse = _varlen_lse(q, _varlen_shapes(q, v)[1], want_lse)
     _launch_varlen(q, k, v, cu_q, cu_k, max_q, max_k, out, lse, scale, causal, left, right, softcap)
     return lse
 
