@@ -3,7 +3,7 @@
 `vflash bench` draws its inputs from U[-2, 2), `bench_peers.py` from N(0, 1); the
 GPU's clocks depend on the data. This times torch's FA2 (SDPA flash backend) on
 both kinds of input, alternating the order per round, with bench_peers.py's
-timer (CUDA events, L2 flushed before each run; docs/perf.md, the `mma` section).
+timer (CUDA events, L2 flushed before each run; docs/tuning.md, "Measuring").
 
     python3 bench/input_distribution.py [--rounds 4]
 """

@@ -56,8 +56,7 @@ struct KernelInfo {
   const void* (*probe_symbol)();
   // Measured efficiency floor: for calls whose max_seqlen_q is below it, any
   // valid kernel without such a floor is preferred whatever the ranks (e.g. a
-  // 128-row-tile kernel on single-token dense queries; numbers in
-  // docs/perf.md). 0: none.
+  // 128-row-tile kernel on single-token dense queries). 0: none.
   int32_t min_efficient_seqlen_q = 0;
   // Varlen calls whose max_seqlen_k is at most this pack several short
   // sequences into each tile, so the floor does not apply to them. 0: never.
