@@ -62,15 +62,19 @@ def reset_call_counts():
         _counts[key] = 0
 
 
-def register(name=NAME):
-    """Register `name` with transformers' attention and mask registries (idempotent).
+def register(name=NAME, function=None):
+    """Register `name` with transformers' attention and mask registries (idempotent): for
+    vflash's attention function, or for `function` (an attention function of transformers'
+    contract, e.g. another kernel to compare with, served the same way).
 
     A name containing "flash" makes transformers' vision towers pass cu_seqlens (the packed
     path); transformers then also preloads a FlashAttention package for that name at model
     construction, which is skipped for names registered here."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"name: must be a non-empty string, got {name!r}")
-    AttentionInterface.register(name, attention_forward)
+    if function is not None and not callable(function):
+        raise ValueError(f"function: must be callable or None, got {function!r}")
+    AttentionInterface.register(name, function or attention_forward)
     try:
         from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
     except ImportError:  # pragma: no cover - transformers before the mask registry
