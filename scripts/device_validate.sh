@@ -27,7 +27,7 @@ OUT= VFLASH_GPU_BUILD=$build VFLASH_GPU_LOGS=$out/gpu-suite VFLASH_CMAKE_ARGS="-
 [ -x "$build/vflash" ] || exit 1
 "$build/vflash" doctor >"$out/doctor.txt" 2>&1 || status=1
 
-mkdir -p /tmp/pkg/vflash && cp python/vflash/*.py "$build"/python/_C*.so /tmp/pkg/vflash/
+mkdir -p /tmp/pkg/vflash && cp -r python/vflash/* "$build"/python/_C*.so /tmp/pkg/vflash/
 export PYTHONPATH=/tmp/pkg PYTHONUNBUFFERED=1
 timeout 150 "$py" -m pytest python/tests -q -p timeout --timeout 120 --timeout-method thread \
   >"$out/pytest.log" 2>&1 || status=1
