@@ -22,7 +22,10 @@
 //     (kernels round token counts up to whole tiles, (n + block - 1) / block,
 //     in int32: the margin keeps that sum from wrapping), batch <= 2^31 - 1;
 //     heads_q <= 65535 (CUDA grid y/z limit) and
-//     batch * heads_q <= 2^31 - 1 (one grid dimension). Element offsets are
+//     batch * heads_q <= 2^31 - 1 (one grid dimension), and
+//     (total_q + batch) * heads_q <= 2^31 - 1 (kernels number their work, a
+//     block of a sequence's rows times a head, in int32: a sequence adds at
+//     most one partial block, so this bounds every kernel's count). Element offsets are
 //     int64: every tensor's largest element offset, and its byte extent, must
 //     fit int64 and the address range must not wrap. Failures: unsupported
 //     for the int32 limits, invalid_argument for int64/address overflow.
@@ -380,6 +383,7 @@ FwdParams validate_call(const Call& c) {
     check_tokens(q, 1, batch * c.q.shape[1], "batch * seqlen_q");
     check_tokens(k, 1, batch * c.k.shape[1], "batch * seqlen_k");
     check_int32(q, hd, batch * heads_q, "batch * heads_q");
+    check_int32(q, hd, (batch * c.q.shape[1] + batch) * heads_q, "(batch * seqlen_q + batch) * heads_q");
   }
 
   // Layout and alignment.
@@ -469,6 +473,7 @@ FwdParams validate_varlen(const vflash_varlen_args& args) {
   const int64_t batch = count - 1;
   check_int32(cq, 0, batch, "batch");
   check_int32(cq, 0, batch * p.heads_q, "batch * heads_q");
+  check_int32(cq, 0, (p.total_q + batch) * p.heads_q, "(total_q + batch) * heads_q");
   for (const Arg* a : {&cq, &ck}) check_layout(*a, false);
 
   if (args.max_seqlen_q < 0)

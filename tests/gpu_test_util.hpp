@@ -187,6 +187,25 @@ template <class Got>
                                        << " (rel " << rel << " of the row's max |ref|)" << first.str();
 }
 
+// The largest |got - ref| over all elements, each divided by its row's
+// max |ref| (rows of zeros: by 1); NaN counts as infinite.
+template <class Got>
+double max_relative_error(Got&& got, std::span<const double> ref, int64_t rows, int heads, int dv) {
+  double worst = 0;
+  for (int64_t row = 0; row < rows; ++row)
+    for (int h = 0; h < heads; ++h) {
+      const double* r = &ref[size_t((row * heads + h) * dv)];
+      double scale = 0;
+      for (int c = 0; c < dv; ++c) scale = std::fmax(scale, std::fabs(r[c]));
+      if (scale == 0) scale = 1;
+      for (int c = 0; c < dv; ++c) {
+        const double err = std::fabs(double(got(row, h, c)) - r[c]) / scale;
+        worst = std::isnan(err) ? INFINITY : std::fmax(worst, err);
+      }
+    }
+  return worst;
+}
+
 // LSE check: `got(row, head)`; `ref` is (heads, rows). -inf (row sees no key)
 // must be reproduced exactly.
 template <class Got>

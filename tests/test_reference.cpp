@@ -294,6 +294,21 @@ void check_problem(Problem& pr) {
     }
   }
 
+  // The low-precision reference: off the exact one by at most P's relative
+  // rounding times max |v| (inputs lie in [-2, 2]) in 16-bit dtypes, equal for fp32.
+  std::vector<double> low(out.size(), NAN);
+  reference_attention(pr.p, low, {}, Precision::probabilities_rounded);
+  const double p_rounding = c.dtype == DType::fp32 ? 0 : c.dtype == DType::fp16 ? 0x1p-11 : 0x1p-8;
+  for (int64_t row = 0; row < rows; ++row) {
+    if (!n.computed[size_t(row)]) continue;
+    for (int h = 0; h < c.heads_q; ++h)
+      for (int x = 0; x < c.dv; ++x) {
+        const size_t i = size_t((row * c.heads_q + h) * c.dv + x);
+        ASSERT_NEAR(low[i], out[i], 2 * p_rounding + 1e-12 * max_abs)
+            << "low precision, row " << row << " head " << h << " col " << x;
+      }
+  }
+
   cpu_forward(pr.p);
   const double tol = output_tolerance(c.dtype);
   for (int b = 0; b < pr.batch; ++b)

@@ -313,6 +313,18 @@ TEST_F(Varlen, Int32IndexLimits) {
          "cu_seqlens_q.shape[0]", "batch * heads_q must be <= 2^31 - 1");
   reject([&](auto& m) { m.cu_seqlens_q.shape[0] = m.cu_seqlens_k.shape[0] = big + 1; }, kUnsupported,
          "cu_seqlens_q.shape[0]", "batch must be <= 2^31 - 1");
+  // Tiles (a block of one sequence's rows, times a head) past int32 while
+  // tokens, heads and batch * heads_q each fit: 2^24 tokens in 2^16 sequences, 128 heads.
+  reject(
+      [&](auto& m) {
+        const int64_t tq = int64_t(1) << 24, hq = 128, seqs = int64_t(1) << 16;
+        m.q = make(q.data(), dtype, 0, {tq, hq, kD});
+        m.out = make(o.data(), dtype, 0, {tq, hq, kDv});
+        m.lse = make(lse.data(), VFLASH_DTYPE_FP32, 0, {hq, tq});
+        m.cu_seqlens_q = make(cu_q.data(), VFLASH_DTYPE_INT32, 0, {seqs + 1});
+        m.cu_seqlens_k = make(cu_k.data(), VFLASH_DTYPE_INT32, 0, {seqs + 1});
+      },
+      kUnsupported, "cu_seqlens_q.shape[0]", "(total_q + batch) * heads_q must be <= 2^31 - 1");
 }
 
 TEST_F(Varlen, LastDimensionMustBeContiguous) {
@@ -681,6 +693,15 @@ TEST_F(Dense, Int32RowLimits) {
          "batch * seqlen_q must be <= 2^31 - 1");
   reject([&](auto& m) { m.k.shape[1] = m.v.shape[1] = 4 * half; }, kUnsupported, "k.shape[1]",
          "seqlen_k must be <= 2^31 - 1");
+  // Rows times heads past int32 while rows and batch * heads_q fit.
+  reject(
+      [&](auto& m) {
+        const int64_t sq = int64_t(1) << 20, hq = 4096;
+        m.q = make(q.data(), VFLASH_DTYPE_FP16, -1, {kB, sq, hq, kD});
+        m.out = make(o.data(), VFLASH_DTYPE_FP16, -1, {kB, sq, hq, kD});
+        m.lse = make(lse.data(), VFLASH_DTYPE_FP32, -1, {kB, hq, sq});
+      },
+      kUnsupported, "q.shape[2]", "(batch * seqlen_q + batch) * heads_q must be <= 2^31 - 1");
 }
 
 TEST_F(Dense, LayoutRules) {

@@ -42,6 +42,11 @@ double load(DType t, const void* base, int64_t index) {
   return 0.0;
 }
 
+// x rounded to a 16-bit dtype and back.
+double rounded(DType t, double x) {
+  return t == DType::fp16 ? fp16_to_float(float_to_fp16(float(x))) : bf16_to_float(float_to_bf16(float(x)));
+}
+
 void store(DType t, void* base, int64_t index, double x) {
   switch (t) {
     case DType::fp16: static_cast<uint16_t*>(base)[index] = float_to_fp16(float(x)); break;
@@ -83,7 +88,8 @@ struct Chunk {
 // Calls sink(b, h, s, r, out_row /* d_v doubles */, lse) for every query row
 // of every sequence and head, from several threads (each row exactly once).
 template <class Sink>
-void attend(const FwdParams& p, const Sink& sink) {
+void attend(const FwdParams& p, const Sink& sink, Precision precision = Precision::exact) {
+  const bool round_p = precision == Precision::probabilities_rounded && p.dtype != DType::fp32;
   std::vector<Chunk> chunks;
   for (int32_t b = 0; b < p.batch; ++b) {
     const Sequence s = sequence(p, b);
@@ -174,8 +180,9 @@ void attend(const FwdParams& p, const Sink& sink) {
           for (int64_t j = first; j < last; ++j) {
             const double w = std::exp(sg[j] - max_score);
             sum += w;
+            const double pw = round_p ? rounded(p.dtype, w) : w;
             const double* __restrict vrow = values.data() + size_t(j) * dv;
-            for (int i = 0; i < dv; ++i) o[i] += w * vrow[i];
+            for (int i = 0; i < dv; ++i) o[i] += pw * vrow[i];
           }
           for (int i = 0; i < dv; ++i) o[i] /= sum;
           sink(ch.b, ch.h, s, r, o, max_score + std::log(sum));
@@ -221,7 +228,7 @@ void set_reference_pool_hooks(const ReferencePoolHooks& hooks) {
   pool_hooks = hooks;
 }
 
-void reference_attention(const FwdParams& p, std::span<double> out, std::span<double> lse) {
+void reference_attention(const FwdParams& p, std::span<double> out, std::span<double> lse, Precision precision) {
   const int64_t rows = p.is_varlen() ? p.total_q : int64_t(p.batch) * p.seqlen_q;
   const int64_t dv = p.head_dim_v;
   if (!out.empty() && int64_t(out.size()) < rows * p.heads_q * dv)
@@ -232,7 +239,7 @@ void reference_attention(const FwdParams& p, std::span<double> out, std::span<do
     const int64_t row = p.is_varlen() ? s.q_start + r : int64_t(b) * p.seqlen_q + r;
     if (!out.empty()) std::copy(o, o + dv, out.begin() + (row * p.heads_q + h) * dv);
     if (!lse.empty()) lse[h * rows + row] = l;
-  });
+  }, precision);
 }
 
 void cpu_forward(const FwdParams& p) {

@@ -12,7 +12,14 @@ namespace vflash {
 // per (query row, head) in (row, head, d_v) order, where row = seq_start(b) + r
 // for varlen and b * seqlen_q + r for dense; `lse` is (heads_q, rows), -inf for
 // rows that see no key. Either span may be empty to skip it.
-void reference_attention(const FwdParams& params, std::span<double> out, std::span<double> lse);
+//
+// Precision::probabilities_rounded rounds each softmax weight to params.dtype
+// before it multiplies V, as kernels feed P to 16-bit tensor cores (the sum
+// stays exact): a low-precision reference whose error against the exact one
+// tells tests how far a correct kernel may be off.
+enum class Precision { exact, probabilities_rounded };
+void reference_attention(const FwdParams& params, std::span<double> out, std::span<double> lse,
+                         Precision precision = Precision::exact);
 
 // Backend entry: computes into params.o (params.dtype) and params.lse (fp32).
 void cpu_forward(const FwdParams& params);

@@ -262,12 +262,10 @@ struct Kernel {
     int tile_row;  // tile row of the thread's accumulator rows (i & 2) == 0; + 8 for the others
     int quad_col;  // first key / output column of the thread within an 8-column group
   };
-  // Shared-memory addresses of the Q, K and V tiles and the O staging tile,
-  // and O in global memory.
+  // Shared-memory addresses of the Q, K and V tiles and the O staging tile.
   struct SmemTiles {
     uint32_t q, k, v;
     uint8_t* o_stage;
-    Elem* o_base;
   };
 
   // Passes over `count` K/V blocks this warpgroup does not need: it still
@@ -365,12 +363,51 @@ struct Kernel {
     }
   }
 
+  // Where tile row `row` lands: its query row within the sequence and its
+  // head (packed tiles stack a.pack heads per token; a literal 1 keeps
+  // divisions out of the other tiles).
+  struct OutRow {
+    int q_row, h;
+  };
+  __device__ __forceinline__ static OutRow out_row(const Tile& tile, int row, const KernelArgs& a) {
+    const int stacked = kPacked ? a.pack : 1;
+    return {tile.m_block * kBlockM + row / stacked, tile.h + row % stacked};
+  }
+
+  // Writes this warpgroup's 64 rows of O in 16-byte pieces, piece(row, col)
+  // for each, only rows inside the sequence (a tile never touches the next
+  // packed sequence).
+  template <class Piece>
+  __device__ __forceinline__ static void write_o(const ConsumerThread& me, const KernelArgs& a, const Tile& tile,
+                                                 Piece piece) {
+    Elem* const o = static_cast<Elem*>(a.o);
+    const int units_per_row = a.head_dim_v / 8;
+    for (int u = me.tid; u < 64 * units_per_row; u += 128) {
+      const int row = me.wg * 64 + u / units_per_row;
+      const int col = (u % units_per_row) * 8;
+      const OutRow r = out_row(tile, row, a);
+      if (r.q_row < tile.q_len)
+        *reinterpret_cast<uint4*>(o + int64_t(tile.b) * a.o_batch_stride + int64_t(r.h) * a.o_head_stride +
+                                  int64_t(tile.q_start + r.q_row) * a.o_row_stride + col) = piece(row, col);
+    }
+  }
+
+  __device__ __forceinline__ static void write_lse(const ConsumerThread& me, const KernelArgs& a, const Tile& tile,
+                                                   const float (&lse)[2]) {
+    if (a.lse == nullptr || (me.lane & 3) != 0) return;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const OutRow r = out_row(tile, me.tile_row + 8 * i, a);
+      if (r.q_row < tile.q_len)
+        a.lse[int64_t(tile.b) * a.lse_batch_stride + int64_t(r.h) * a.lse_head_stride + tile.q_start + r.q_row] =
+            lse[i];
+    }
+  }
+
   // Epilogue of one warpgroup's 64 rows: normalise O, stage it in shared
-  // memory (chunked like V), then write 16-byte pieces of the rows inside the
-  // sequence, and their LSE.
+  // memory (chunked like V), then write its rows and their LSE.
   __device__ __forceinline__ static void store_tile(const ConsumerThread& me, const KernelArgs& a, const Tile& tile,
                                                     const SmemTiles& tiles, const float (&o)[kDV / 2], Softmax& st) {
-    const int wg = me.wg, tid = me.tid, lane = me.lane, tile_row = me.tile_row, quad_col = me.quad_col;
     uint8_t* o_stage = tiles.o_stage;
     float lse[2], normalise[2];
     st.finish(a, lse, normalise);
@@ -379,44 +416,26 @@ struct Kernel {
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         const uint32_t v = pack(o[4 * j + 2 * r] * normalise[r], o[4 * j + 2 * r + 1] * normalise[r]);
-        *reinterpret_cast<uint32_t*>(o_stage + o_stage_offset(tile_row + r * 8, 8 * j + quad_col)) = v;
+        *reinterpret_cast<uint32_t*>(o_stage + o_stage_offset(me.tile_row + r * 8, 8 * j + me.quad_col)) = v;
       }
     }
-    named_barrier_sync(1 + wg, 128);
-    Elem* const o_base = tiles.o_base;
-    const int units_per_row = a.head_dim_v / 8;  // 16-byte units
-    // Tile row -> (query row past tile.q_start, head): packed tiles stack
-    // a.pack heads per token; a literal 1 keeps divisions out of the others.
-    const int stacked = kPacked ? a.pack : 1;
-    const int first_row = tile.m_block * kBlockM;
-    const int64_t head_off = int64_t(tile.b) * a.o_batch_stride + int64_t(tile.h) * a.o_head_stride;
-    for (int u = tid; u < 64 * units_per_row; u += 128) {
-      const int row = wg * 64 + u / units_per_row;
-      const int col = (u % units_per_row) * 8;
-      const int q_row = first_row + row / stacked;
-      if (q_row < tile.q_len) {
-        const uint4 v = *reinterpret_cast<const uint4*>(o_stage + o_stage_offset(row, col));
-        *reinterpret_cast<uint4*>(o_base + head_off + int64_t(row % stacked) * a.o_head_stride +
-                                  int64_t(tile.q_start + q_row) * a.o_row_stride + col) = v;
-      }
-    }
-    if (a.lse != nullptr && (lane & 3) == 0) {
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int q_row = first_row + (tile_row + r * 8) / stacked;
-        const int h = tile.h + (tile_row + r * 8) % stacked;
-        if (q_row < tile.q_len)
-          a.lse[int64_t(tile.b) * a.lse_batch_stride + int64_t(h) * a.lse_head_stride + tile.q_start + q_row] = lse[r];
-      }
-    }
-    named_barrier_sync(1 + wg, 128);  // staging reads done before the next tile rewrites it
+    named_barrier_sync(1 + me.wg, 128);
+    write_o(me, a, tile, [&](int row, int col) {
+      return *reinterpret_cast<const uint4*>(o_stage + o_stage_offset(row, col));
+    });
+    write_lse(me, a, tile, lse);
+    named_barrier_sync(1 + me.wg, 128);  // staging reads done before the next tile rewrites it
   }
 
-  __device__ __forceinline__ static Mask make_mask(const Tile& tile, const ConsumerThread& me, const KernelArgs& a) {
-    if constexpr (kPacked)
-      return Mask(tile, me.tile_row, me.quad_col, a);
-    else
-      return Mask(tile, me.tile_row, me.quad_col);
+  // A tile whose rows see no key: O = 0 and LSE = -inf, written straight to
+  // global memory. Such a tile takes no Q buffer (the producer loads none for
+  // it), and with kOReusesQ the staging tile is Q's buffer, which the
+  // producer may already be filling with the next tile's Q.
+  __device__ __forceinline__ static void store_empty_tile(const ConsumerThread& me, const KernelArgs& a,
+                                                          const Tile& tile) {
+    write_o(me, a, tile, [](int, int) { return make_uint4(0u, 0u, 0u, 0u); });
+    const float lse[2] = {-INFINITY, -INFINITY};
+    write_lse(me, a, tile, lse);
   }
 
   __device__ __forceinline__ static void consume(int wg, const KernelArgs& a, uint8_t* smem, Barriers& bars) {
@@ -431,7 +450,6 @@ struct Kernel {
     tiles.k = smem_addr(smem + Cfg::kKOffset);
     tiles.v = smem_addr(smem + Cfg::kVOffset);
     tiles.o_stage = smem + Cfg::kOOffset;
-    tiles.o_base = static_cast<Elem*>(a.o);
     Scheduler sched;
     Tile tile;
     Ring k_ring, v_ring;
@@ -449,36 +467,35 @@ struct Kernel {
         t += gridDim.x;  // round-robin: known without the producer
       }
       if (!sched.decode(t, a, tile)) break;
+      if (tile.n_begin >= tile.n_end) {
+        store_empty_tile(me, a, tile);
+        continue;
+      }
       float o[kDV / 2];
 #pragma unroll
       for (int i = 0; i < kDV / 2; ++i) o[i] = 0.f;
       Softmax st;
-      const Mask mask = make_mask(tile, me, a);
-      const bool any_key = tile.n_begin < tile.n_end;
-      if (any_key) {
-        if constexpr (kPacked) {
-          int n_begin = tile.n_begin, n_end = tile.n_end;
-          if (a.warpgroup_key_ranges) Scheduler::warpgroup_blocks(tile, wg, a, n_begin, n_end);
-          mbar_wait(smem_addr(&bars.q_full), q_phase);
-          skip_blocks(tile.n_end - n_end, bars, k_ring, v_ring);
-          if (n_begin < n_end)
-            mainloop(wg, a, n_begin, n_end, tiles, bars, k_ring, v_ring, mask, o, st);
-          else if (!Cfg::kOReusesQ)
-            mbar_arrive(smem_addr(&bars.q_empty));
-          skip_blocks(n_begin - tile.n_begin, bars, k_ring, v_ring);
-        } else {
-          mbar_wait(smem_addr(&bars.q_full), q_phase);
-          mainloop(wg, a, tile.n_begin, tile.n_end, tiles, bars, k_ring, v_ring, mask, o, st);
-        }
+      const Mask mask(tile, me.tile_row, me.quad_col, a);
+      if constexpr (kPacked) {
+        int n_begin = tile.n_begin, n_end = tile.n_end;
+        if (a.warpgroup_key_ranges) Scheduler::warpgroup_blocks(tile, wg, a, n_begin, n_end);
+        mbar_wait(smem_addr(&bars.q_full), q_phase);
+        skip_blocks(tile.n_end - n_end, bars, k_ring, v_ring);
+        if (n_begin < n_end)
+          mainloop(wg, a, n_begin, n_end, tiles, bars, k_ring, v_ring, mask, o, st);
+        else if (!Cfg::kOReusesQ)
+          mbar_arrive(smem_addr(&bars.q_empty));
+        skip_blocks(n_begin - tile.n_begin, bars, k_ring, v_ring);
+      } else {
+        mbar_wait(smem_addr(&bars.q_full), q_phase);
+        mainloop(wg, a, tile.n_begin, tile.n_end, tiles, bars, k_ring, v_ring, mask, o, st);
       }
       store_tile(me, a, tile, tiles, o, st);
-      if (any_key) {
-        if constexpr (Cfg::kOReusesQ) {
-          fence_proxy_async();  // our generic writes precede the next Q TMA into this space
-          mbar_arrive(smem_addr(&bars.q_empty));
-        }
-        q_phase ^= 1;
+      if constexpr (Cfg::kOReusesQ) {
+        fence_proxy_async();  // our generic writes precede the next Q TMA into this space
+        mbar_arrive(smem_addr(&bars.q_empty));
       }
+      q_phase ^= 1;
     }
   }
 };

@@ -19,36 +19,36 @@ namespace vflash::hopper {
 
 // kRowBounds: the call has a causal mask or a window; without, only the
 // sequence end masks (the unmasked kernel then carries none of the per-row
-// code in its softmax).
+// code in its softmax). Bounds come from kernels::visible_keys, computed once
+// per tile. Both bounds grow with the row, so a block inside [begin of the
+// lower row, end of the upper row) is visible to both of the thread's rows
+// and skips the per-entry test.
 template <int kBlockM, int kBlockN, bool kRowBounds>
 struct TileMask {
-  int row0;  // sequence row of the thread's first accumulator row; +8 for the second
   int quad_col;
-  int r0;    // first row of the tile
-  int diag;  // k_len - q_len: bottom-right alignment
-  int k_len;
+  int begin[2], end[2];  // keys [begin, end) of the thread's two rows
 
-  __device__ __forceinline__ TileMask(const Tile& tile, int tile_row, int quad_col_)
-      : row0(tile.m_block * kBlockM + tile_row),
-        quad_col(quad_col_),
-        r0(tile.m_block * kBlockM),
-        diag(tile.k_len - tile.q_len),
-        k_len(tile.k_len) {}
+  __device__ __forceinline__ TileMask(const Tile& tile, int tile_row, int quad_col_, const KernelArgs& a)
+      : quad_col(quad_col_) {
+    const int r0 = tile.m_block * kBlockM;
+    const int wl = kRowBounds ? a.window_left : -1, wr = kRowBounds ? a.window_right : -1;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const kernels::KeySpan keys = kernels::visible_keys(r0 + tile_row + 8 * r, tile.q_len, tile.k_len, wl, wr);
+      begin[r] = keys.begin;
+      end[r] = keys.end;
+    }
+  }
 
-  __device__ __forceinline__ void apply(float (&sc)[kBlockN / 2], int n, const KernelArgs& a) const {
+  __device__ __forceinline__ void apply(float (&sc)[kBlockN / 2], int n, const KernelArgs&) const {
     const int key0 = n * kBlockN;
-    const bool edge = key0 + kBlockN > k_len ||
-                      (kRowBounds && a.window_right >= 0 && key0 + kBlockN - 1 > r0 + diag + a.window_right) ||
-                      (kRowBounds && a.window_left >= 0 && key0 < r0 + kBlockM - 1 + diag - a.window_left);
-    if (!edge) return;
+    // Without row bounds every row sees keys [0, k_len): begin is 0, end[0] == end[1].
+    if ((!kRowBounds || key0 >= begin[1]) && key0 + kBlockN <= end[0]) return;
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) {
       const int key = key0 + (i / 4) * 8 + quad_col + (i & 1);
-      const int row = row0 + ((i & 2) ? 8 : 0);
-      bool visible = key < k_len;
-      if (kRowBounds && a.window_right >= 0) visible = visible && key <= row + diag + a.window_right;
-      if (kRowBounds && a.window_left >= 0) visible = visible && key >= row + diag - a.window_left;
-      if (!visible) sc[i] = -INFINITY;
+      const int r = kRowBounds ? (i >> 1) & 1 : 0;
+      if ((kRowBounds && key < begin[r]) || key >= end[r]) sc[i] = -INFINITY;
     }
   }
 };
@@ -56,7 +56,7 @@ struct TileMask {
 template <int kBlockM, int kBlockN>
 struct RowRangeMask {
   int quad_col;
-  int lo[2], hi[2];  // visible keys [lo, hi] of the thread's two rows; lo > hi: none
+  int begin[2], end[2];  // keys [begin, end) of the thread's two rows, in the tile's key numbering
 
   // Every thread of the warp takes part (the sequences are looked up with
   // warp shuffles).
@@ -67,13 +67,13 @@ struct RowRangeMask {
     find_sequences(tile.seq, a, tokens, seq);
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      lo[r] = 0;
-      hi[r] = -1;
+      begin[r] = end[r] = 0;
       if (seq[r] < a.batch && tokens[r] - tile.q_start < tile.q_len) {
         const SeqBounds s = SeqBounds::of(seq[r], a);
-        const KeyRange k = s.visible(tokens[r] - s.q_start, a);
-        lo[r] = k.lo - tile.k_start;
-        hi[r] = k.hi - tile.k_start;
+        const kernels::KeySpan k = kernels::visible_keys(tokens[r] - s.q_start, s.q_len, s.k_len, a.window_left,
+                                                         a.window_right);
+        begin[r] = s.k_start - tile.k_start + k.begin;
+        end[r] = s.k_start - tile.k_start + k.end;
       }
     }
   }
@@ -84,7 +84,7 @@ struct RowRangeMask {
     for (int i = 0; i < kBlockN / 2; ++i) {
       const int key = key0 + (i / 4) * 8 + quad_col + (i & 1);
       const int r = (i >> 1) & 1;
-      if (key < lo[r] || key > hi[r]) sc[i] = -INFINITY;
+      if (key < begin[r] || key >= end[r]) sc[i] = -INFINITY;
     }
   }
 };

@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "kernels/common/visible_keys.cuh"
+
 namespace vflash::hopper {
 
 // What the kernel needs besides the tensor maps of Q, K and V.
@@ -62,7 +64,7 @@ struct TileScheduler {
     int64_t local;
     int m_blocks;
     if (a.cu_seqlens_q == nullptr) {
-      m_blocks = (a.seqlen_q + kBlockM - 1) / kBlockM;
+      m_blocks = kernels::blocks_of(a.seqlen_q, kBlockM);
       const int64_t per_batch = int64_t(m_blocks) * a.heads_q;
       if (per_batch == 0 || t >= per_batch * a.batch) return false;
       tile.b = int(t / per_batch);
@@ -78,7 +80,7 @@ struct TileScheduler {
         int64_t count = 0;
         if (mine < a.batch) {
           const int len = a.cu_seqlens_q[mine + 1] - a.cu_seqlens_q[mine];
-          count = int64_t((len + kBlockM - 1) / kBlockM) * a.heads_q;
+          count = int64_t(kernels::blocks_of(len, kBlockM)) * a.heads_q;
         }
         int64_t inclusive = count;
 #pragma unroll
@@ -101,7 +103,7 @@ struct TileScheduler {
       tile.q_len = a.cu_seqlens_q[b + 1] - tile.q_start;
       tile.k_start = a.cu_seqlens_k[b];
       tile.k_len = a.cu_seqlens_k[b + 1] - tile.k_start;
-      m_blocks = (tile.q_len + kBlockM - 1) / kBlockM;
+      m_blocks = kernels::blocks_of(tile.q_len, kBlockM);
       local = t - first_tile;
     }
     const int64_t group_tiles = int64_t(a.head_group) * m_blocks;
@@ -111,16 +113,12 @@ struct TileScheduler {
     tile.h = group * a.head_group + within % group_heads;
     tile.m_block = m_blocks - 1 - within / group_heads;
 
-    // Keys visible to rows [r0, r1] (bottom-right aligned masks).
     const int r0 = tile.m_block * kBlockM;
     const int r1 = min(r0 + kBlockM, tile.q_len) - 1;
-    const int diag = tile.k_len - tile.q_len;
-    int key_hi = tile.k_len - 1;
-    if (a.window_right >= 0) key_hi = min(key_hi, r1 + diag + a.window_right);
-    int key_lo = 0;
-    if (a.window_left >= 0) key_lo = max(0, r0 + diag - a.window_left);
-    tile.n_begin = key_lo / kBlockN;
-    tile.n_end = key_hi < key_lo ? tile.n_begin : key_hi / kBlockN + 1;
+    const kernels::KeySpan keys =
+        kernels::visible_keys(r0, r1, tile.q_len, tile.k_len, a.window_left, a.window_right);
+    tile.n_begin = keys.begin / kBlockN;
+    tile.n_end = keys.empty() ? tile.n_begin : (keys.end - 1) / kBlockN + 1;
     return true;
   }
 };
@@ -135,12 +133,10 @@ struct SeqBounds {
     const int q0 = a.cu_seqlens_q[s], k0 = a.cu_seqlens_k[s];
     return {q0, a.cu_seqlens_q[s + 1] - q0, k0, a.cu_seqlens_k[s + 1] - k0};
   }
-  // Keys that row `row` of the sequence sees (bottom-right aligned masks).
+  // Keys that row `row` of the sequence sees, as packed key rows.
   __device__ __forceinline__ KeyRange visible(int row, const KernelArgs& a) const {
-    const int diag = k_len - q_len;
-    const int lo = a.window_left >= 0 ? max(0, row + diag - a.window_left) : 0;
-    const int hi = a.window_right >= 0 ? min(k_len - 1, row + diag + a.window_right) : k_len - 1;
-    return {k_start + lo, k_start + hi};
+    const kernels::KeySpan keys = kernels::visible_keys(row, q_len, k_len, a.window_left, a.window_right);
+    return {k_start + keys.begin, k_start + keys.end - 1};
   }
 };
 
@@ -207,7 +203,7 @@ struct PackedTileScheduler {
     tile.k_start = keys.lo;
     tile.k_len = max(0, keys.hi - keys.lo + 1);
     tile.n_begin = 0;
-    tile.n_end = (tile.k_len + kBlockN - 1) / kBlockN;
+    tile.n_end = kernels::blocks_of(tile.k_len, kBlockN);
     return true;
   }
 

@@ -262,6 +262,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   const uint32_t p_store = sP + (lane >> 2) * 128 + (lane & 3) * 4;
   const int head_groups = p.heads_q / args.pack;
   // Pairs implied (dense, no mask: never with row bounds) or from the list.
+  // num_tiles fits int32: validation bounds (total_q + batch) * heads_q.
   const bool implied = !kRowBounds && args.header == nullptr;
   const int num_pairs = implied ? args.implied_pairs : args.header->num_pairs, num_tiles = num_pairs * head_groups;
   const bool equal_costs = implied || args.header->equal_costs != 0;

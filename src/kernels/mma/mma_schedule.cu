@@ -18,7 +18,7 @@ __device__ void for_each_pair(const FwdParams& p, int block_m, int block_n, Visi
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int b = warp; b < p.batch; b += kPrepassThreads / 32) {
     const SeqExtent e = seq_extent(p, b);
-    const int blocks = (e.seqlen_q + block_m - 1) / block_m;
+    const int blocks = kernels::blocks_of(e.seqlen_q, block_m);
     for (int mb = lane; mb < blocks; mb += 32) {
       const TilePair pair = make_pair(p, b, e, mb * block_m, block_m, block_n);
       visit(pair, kCostBins - 1 - min(pair.nb_end - pair.nb_first, kCostBins - 1));

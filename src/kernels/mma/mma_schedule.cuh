@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/common/visible_keys.cuh"
 #include "params.hpp"
 #include "per_device.hpp"
 
@@ -126,25 +127,6 @@ __device__ __forceinline__ SeqExtent seq_extent(const FwdParams& p, int b) {
   return e;
 }
 
-// Keys [begin, end) that rows [m0, m_last] may see: causal and windows are
-// aligned bottom-right (row i sees key j when i + sk - sq - left <= j <= i + sk - sq + right).
-struct KeyRange {
-  int begin, end;
-};
-
-__host__ __device__ __forceinline__ KeyRange key_range(int m0, int m_last, int seqlen_q,
-                                                       int seqlen_k, int window_left,
-                                                       int window_right) {
-  // 64-bit: shift and window bounds may each be near the int32 range.
-  const int64_t shift = int64_t(seqlen_k) - seqlen_q;
-  int64_t begin = 0, end = seqlen_k;
-  if (window_left >= 0 && m0 + shift - window_left > 0) begin = m0 + shift - window_left;
-  if (window_right >= 0 && m_last + shift + window_right + 1 < end)
-    end = m_last + shift + window_right + 1;
-  if (begin > seqlen_k) begin = seqlen_k;
-  return {int(begin), int(end > begin ? end : begin)};
-}
-
 // One (sequence, query block) pair of the tile list, with what the main kernel
 // needs of it (read by cp.async into shared memory: 32 bytes, 16-aligned).
 struct alignas(16) TilePair {
@@ -156,9 +138,9 @@ struct alignas(16) TilePair {
 __device__ __forceinline__ TilePair make_pair(const FwdParams& p, int b, const SeqExtent& e, int m0, int block_m,
                                               int block_n) {
   const int m_last = (m0 + block_m < e.seqlen_q ? m0 + block_m : e.seqlen_q) - 1;
-  const KeyRange r = key_range(m0, m_last, e.seqlen_q, e.seqlen_k, p.window_left, p.window_right);
+  const kernels::KeySpan r = kernels::visible_keys(m0, m_last, e.seqlen_q, e.seqlen_k, p.window_left, p.window_right);
   const int nb_first = r.begin / block_n;
-  const int nb_end = r.end > r.begin ? (r.end - 1) / block_n + 1 : nb_first;
+  const int nb_end = r.empty() ? nb_first : (r.end - 1) / block_n + 1;
   return {b, m0, int(e.q_start), int(e.k_start), e.seqlen_q, e.seqlen_k, nb_first, nb_end};
 }
 
@@ -168,7 +150,7 @@ __device__ __forceinline__ TilePair make_pair(const FwdParams& p, int b, const S
 inline bool pairs_implied(const FwdParams& p) { return !p.is_varlen() && !p.has_window(); }
 
 __device__ __forceinline__ TilePair implied_pair(const FwdParams& p, int i, int block_m, int block_n) {
-  const int blocks = (p.seqlen_q + block_m - 1) / block_m;
+  const int blocks = kernels::blocks_of(p.seqlen_q, block_m);
   const int b = i / blocks;
   return make_pair(p, b, seq_extent(p, b), i % blocks * block_m, block_m, block_n);
 }
@@ -231,7 +213,7 @@ inline TileShape tile_shape(const FwdParams& p, int bucket, size_t smem_per_bloc
 
 inline int64_t max_query_blocks(const FwdParams& p, int block_m) {
   if (p.is_varlen()) return (p.total_q + block_m - 1) / block_m + p.batch;
-  return int64_t(p.batch) * ((p.seqlen_q + block_m - 1) / block_m);
+  return int64_t(p.batch) * kernels::blocks_of(p.seqlen_q, block_m);
 }
 
 inline size_t tile_list_bytes(const FwdParams& p, int block_m) {

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <span>
 
+#include "kernels/common/visible_keys.cuh"
 #include "registry.hpp"
 
 namespace vflash {
@@ -90,16 +91,10 @@ __device__ SequenceView sequence_view(const FwdParams& p, int b) {
   return s;
 }
 
-struct KeyRange {
-  int lo, hi;  // inclusive; empty when lo > hi
-};
-
 // Keys visible to query row r (bottom-right aligned; causal is already folded
 // into window_right by validation).
-__device__ KeyRange visible_keys(const FwdParams& p, const SequenceView& s, int r) {
-  const int diag = r + s.len_k - s.len_q;
-  return {p.window_left >= 0 ? max(0, diag - p.window_left) : 0,
-          p.window_right >= 0 ? min(s.len_k - 1, diag + p.window_right) : s.len_k - 1};
+__device__ kernels::KeySpan row_keys_of(const FwdParams& p, const SequenceView& s, int r) {
+  return kernels::visible_keys(r, s.len_q, s.len_k, p.window_left, p.window_right);
 }
 
 // kDvMax bounds head_dim_v: each lane accumulates kDvMax / kLanesPerRow outputs.
@@ -138,10 +133,10 @@ __global__ void __launch_bounds__(kThreads, 1) simt_attention_kernel(const FwdPa
     // This lane's row (rows past the sequence see no key) and the key range
     // any row of the tile sees: both bounds grow with the row index.
     const int r = row0 + row_in_tile;
-    KeyRange row_keys = visible_keys(p, s, r);
-    if (r >= s.len_q) row_keys.hi = -1;
-    const int tile_lo = visible_keys(p, s, row0).lo;
-    const int tile_hi = visible_keys(p, s, row0 + rows_here - 1).hi;
+    kernels::KeySpan row_keys = row_keys_of(p, s, r);
+    if (r >= s.len_q) row_keys.end = row_keys.begin;
+    const int tile_lo = row_keys_of(p, s, row0).begin;
+    const int tile_hi = row_keys_of(p, s, row0 + rows_here - 1).end - 1;
 
     const uint16_t* q_rows = q_base + b * p.q_batch_stride + (s.q_start + row0) * p.q_row_stride + h * p.q_head_stride;
     const uint16_t* k_rows = k_base + b * p.k_batch_stride + s.k_start * p.k_row_stride + hk * p.k_head_stride;
@@ -185,7 +180,7 @@ __global__ void __launch_bounds__(kThreads, 1) simt_attention_kernel(const FwdPa
         const int key = key0 + lane_in_row + kLanesPerRow * m;
         // log2-scaled score; softcap: cap * tanh(scale * qk / cap)
         float x = p.softcap > 0.f ? cap_scale * tanhf(score[m] * score_scale) : score[m] * score_scale;
-        if (key < row_keys.lo || key > row_keys.hi) x = -INFINITY;
+        if (key < row_keys.begin || key >= row_keys.end) x = -INFINITY;
         score[m] = x;
         tile_max = fmaxf(tile_max, x);
       }
