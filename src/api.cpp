@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -13,6 +14,7 @@
 #include <tuple>
 
 #include "dispatch.hpp"
+#include "kernels/common/rows_past_end.hpp"
 #include "doctor.hpp"
 #include "reference/reference.hpp"
 #include "validate.hpp"
@@ -113,6 +115,8 @@ void forward(const FwdParams& p) {
   auto err = static_cast<cudaError_t>(k.launch(p));
   if (err == cudaSuccess) err = cudaGetLastError();
   if (err != cudaSuccess) cuda_fail(std::string("kernel ") + k.name + " failed to launch", err);
+  err = static_cast<cudaError_t>(kernels::zero_rows_past_end(p));
+  if (err != cudaSuccess) cuda_fail("the fill of rows past cu_seqlens_q[batch] failed to launch", err);
 }
 
 // Kernel names are string literals of the registry: they outlive every call.
@@ -120,9 +124,19 @@ const char* kernel_name_of(const FwdParams& p) {
   return p.device == VFLASH_DEVICE_CPU ? "cpu_reference" : kernel_for(p).name;
 }
 
-const vflash_varlen_args& checked(const vflash_varlen_args* args) {
+// Fields appended to vflash_varlen_args after the ABI's first release read as
+// 0 when the caller's struct_size ends before them; validation then sees the
+// full struct.
+constexpr size_t kVarlenArgsFirstSize = offsetof(vflash_varlen_args, zero_rows_past_end);
+
+vflash_varlen_args checked(const vflash_varlen_args* args) {
   if (!args) fail(Status::invalid_argument, "args", "must not be null");
-  return *args;
+  if (args->struct_size >= sizeof(vflash_varlen_args) || args->struct_size < kVarlenArgsFirstSize) return *args;
+  vflash_varlen_args full;
+  std::memset(&full, 0, sizeof full);
+  std::memcpy(&full, args, args->struct_size);
+  full.struct_size = sizeof full;
+  return full;
 }
 const vflash_dense_args& checked(const vflash_dense_args* args) {
   if (!args) fail(Status::invalid_argument, "args", "must not be null");

@@ -45,6 +45,8 @@ struct FwdParams {
   // Resolved window; causal sets window_right = 0. Negative = unbounded.
   int32_t window_left = -1, window_right = -1;
   float softcap = 0.f;
+  // Varlen: write rows past cu_seqlens_q[batch] as rows without keys (out 0, lse -inf).
+  bool zero_rows_past_end = false;
 
   int device = -1;  // -1: host tensors (CPU reference)
   void* stream = nullptr;  // cudaStream_t

@@ -1,7 +1,9 @@
 // Validation of the public arguments (see validate.hpp). The rules, in the
 // order they are checked; each failure names the argument and the rule:
 //
-//  1. struct_size >= sizeof(the args struct of this ABI).
+//  1. struct_size >= sizeof(the args struct of this ABI). (The C entry points
+//     first widen a vflash_varlen_args of the struct's first release, which
+//     ends before zero_rows_past_end, reading the missing field as 0.)
 //  2. Descriptors: ndim is 3 for q/k/v/out varlen (total, heads, d), 4 dense
 //     (batch, seqlen, heads, d); lse 2 varlen (heads_q, total_q), 3 dense
 //     (batch, heads_q, seqlen_q); cu_seqlens 1. Shapes >= 0; dtype codes known.
@@ -506,6 +508,7 @@ FwdParams validate_varlen(const vflash_varlen_args& args) {
   p.cu_seqlens_q = dq;
   p.cu_seqlens_k = dk;
   p.batch = int32_t(batch);
+  p.zero_rows_past_end = args.zero_rows_past_end != 0;
   // Totals are below int32's limit (rule 8): the clamped bounds fit int32.
   p.max_seqlen_q = int32_t(std::min<int64_t>(args.max_seqlen_q, p.total_q));
   p.max_seqlen_k = int32_t(std::min<int64_t>(args.max_seqlen_k, p.total_k));

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -182,6 +183,35 @@ TEST_F(Api, VarlenOnHostMatchesReference) {
   EXPECT_EQ(bytes, 0u);
 }
 
+// Rows past cu_seqlens_q[batch]: untouched by default, rows without keys
+// (out 0, lse -inf) with zero_rows_past_end; a caller whose struct ends
+// before that field (the struct's first release) gets the default.
+TEST_F(Api, RowsPastTheLastSequence) {
+  for (int mode = 0; mode < 3; ++mode) {
+    SCOPED_TRACE("mode " + std::to_string(mode));
+    HostProblem pr;
+    pr.cu = {0, 5, 5, 12};  // rows 12..16 belong to no sequence
+    vflash_varlen_args a = pr.args();
+    a.zero_rows_past_end = mode == 0 ? 0 : 1;
+    if (mode == 2) a.struct_size = offsetof(vflash_varlen_args, zero_rows_past_end);
+    ASSERT_EQ(vflash_varlen_fwd(&a), VFLASH_OK) << vflash_last_error();
+    const bool zeroed = mode == 1;
+    for (int64_t row = 0; row < pr.total; ++row)
+      for (int h = 0; h < pr.heads_q; ++h) {
+        const float l = pr.lse[size_t(h * pr.total + row)];
+        const float o = pr.out[size_t((row * pr.heads_q + h) * pr.d)];
+        if (row < 12) {
+          EXPECT_FALSE(std::isnan(o)) << "row " << row;
+        } else if (zeroed) {
+          EXPECT_EQ(o, 0.f) << "row " << row;
+          EXPECT_TRUE(std::isinf(l) && l < 0) << "row " << row;
+        } else {
+          EXPECT_TRUE(std::isnan(o) && std::isnan(l)) << "row " << row << " was written";
+        }
+      }
+  }
+}
+
 TEST_F(Api, DenseOnHostMatchesVarlenOfSameData) {
   // One batch of two equal-length sequences, dense vs varlen: same numbers.
   const int batch = 2, seqlen = 9, heads = 3, d = 8;
@@ -225,7 +255,8 @@ TEST_F(Api, ErrorsNameTheArgument) {
   HostProblem p;
   vflash_varlen_args a = p.args();
 
-  a.struct_size = sizeof a - 8;  // an older, smaller struct
+  // Smaller than the struct's first release (later fields may be cut off, earlier ones not).
+  a.struct_size = offsetof(vflash_varlen_args, zero_rows_past_end) - 8;
   EXPECT_EQ(vflash_varlen_fwd(&a), VFLASH_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(std::strstr(vflash_last_error(), "struct_size"), nullptr) << vflash_last_error();
   a.struct_size = 0;

@@ -586,9 +586,13 @@ TEST_F(Varlen, TokenCountsLeaveRoomForTileRounding) {
     m.q.shape[0] = m.out.shape[0] = total;
     m.lse = make(m.lse.data, VFLASH_DTYPE_FP32, 0, {kHq, total});
   };
+  // Accepted at the limit with one head, where (total_q + batch) * heads_q fits too.
   VarlenArgs m = a;
-  with_total_q(m, kLimit);
-  m.k.shape[0] = m.v.shape[0] = kLimit;
+  m.q = make(m.q.data, dtype, 0, {kLimit, 1, kD});
+  m.out = make(m.out.data, dtype, 0, {kLimit, 1, kDv});
+  m.lse = make(m.lse.data, VFLASH_DTYPE_FP32, 0, {1, kLimit});
+  m.k = make(m.k.data, dtype, 0, {kLimit, 1, kD});
+  m.v = make(m.v.data, dtype, 0, {kLimit, 1, kDv});
   EXPECT_EQ(validate_varlen(m).total_q, kLimit);
   reject([&](auto& x) { with_total_q(x, kLimit + 1); }, kUnsupported, "q.shape[0]",
          "total_q must be <= 2^31 - 1 - 1024 = 2147482623 (kernels index tokens in int32 and round them up to "

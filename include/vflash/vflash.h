@@ -112,6 +112,11 @@ typedef struct vflash_varlen_args {
   void* workspace;                /* device memory, >= the queried size, may be NULL if 0 */
   size_t workspace_bytes;
   void* stream;                   /* cudaStream_t; NULL = default stream */
+  /* Rows of out past cu_seqlens_q[batch] belong to no sequence. 0 (FlashAttention's rule): they
+   * are not written. Nonzero: they are written as rows that see no key, out 0 and lse -inf, on
+   * the stream with the call (no host synchronisation), for an out the caller allocated for it.
+   * Added after ABI version 1's first release: a struct_size that ends before it reads as 0. */
+  int32_t zero_rows_past_end;
 } vflash_varlen_args;
 
 /* Dense (batch, seqlen, heads, d) attention; lse is float32 (batch, heads_q, seqlen_q). */

@@ -264,17 +264,20 @@ NB_MODULE(_C, m) {
       "varlen_fwd",
       [](nb::handle q, nb::handle k, nb::handle v, nb::handle cu_seqlens_q, nb::handle cu_seqlens_k,
          int max_seqlen_q, int max_seqlen_k, nb::object out, nb::object lse, float softmax_scale, bool causal,
-         int window_left, int window_right, float softcap, uintptr_t stream, nb::object allocate) {
+         int window_left, int window_right, float softcap, uintptr_t stream, nb::object allocate,
+         bool zero_rows_past_end) {
         VarlenArrays a(q, k, v, cu_seqlens_q, cu_seqlens_k, out, lse);
         auto args = varlen_args(a.q, a.k, a.v, a.cu_q, a.cu_k, max_seqlen_q, max_seqlen_k, a.out, a.lse,
                                 {softmax_scale, causal, window_left, window_right, softcap, stream});
+        args.zero_rows_past_end = zero_rows_past_end ? 1 : 0;
         run(args, &vflash_varlen_workspace_size, &vflash_varlen_fwd, allocate);
       },
       nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("cu_seqlens_q"), nb::arg("cu_seqlens_k"),
       nb::arg("max_seqlen_q"), nb::arg("max_seqlen_k"), nb::arg("out").none(), nb::arg("lse").none(),
       nb::arg("softmax_scale"), nb::arg("causal"), nb::arg("window_left"), nb::arg("window_right"),
-      nb::arg("softcap"), nb::arg("stream"), nb::arg("allocate").none(),
-      "Packed varlen attention into `out` (and `lse`); `softmax_scale` 0 means 1/sqrt(d).");
+      nb::arg("softcap"), nb::arg("stream"), nb::arg("allocate").none(), nb::arg("zero_rows_past_end") = false,
+      "Packed varlen attention into `out` (and `lse`); `softmax_scale` 0 means 1/sqrt(d); "
+      "`zero_rows_past_end`: rows past cu_seqlens_q[-1] are written as rows without keys (0, lse -inf).");
 
   m.def(
       "dense_fwd",

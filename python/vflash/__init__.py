@@ -221,15 +221,19 @@ def flash_attn_varlen_func(
 
     backend = _ArrayBackend(kind)
     total_q, heads_q = q.shape[0], q.shape[1]
-    # Rows past cu_seqlens_q[-1] belong to no sequence and are never written:
-    # in an array vflash allocates they read as rows that see no key (zeros,
-    # lse -inf); a caller's `out` keeps its contents there (FlashAttention's rule).
-    if out is None:
-        out = backend.full((total_q, heads_q, v.shape[2]), 0, q.dtype)
-    lse = backend.full((heads_q, total_q), -_math.inf, backend.xp.float32) if want_lse else None
+    # Rows past cu_seqlens_q[-1] belong to no sequence: in arrays vflash
+    # allocates the library writes them as rows that see no key (zeros, lse
+    # -inf; zero_rows_past_end); a caller's `out` keeps its contents there
+    # (FlashAttention's rule) and the LSE beside it starts as -inf.
+    zero_rest = out is None
+    if zero_rest:
+        out = backend.empty((total_q, heads_q, v.shape[2]), q.dtype)
+        lse = backend.empty((heads_q, total_q), backend.xp.float32) if want_lse else None
+    else:
+        lse = backend.full((heads_q, total_q), -_math.inf, backend.xp.float32) if want_lse else None
     _C.varlen_fwd(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, out, lse, scale, causal, left, right,
-        softcap, backend.stream(), backend.allocate,
+        softcap, backend.stream(), backend.allocate, zero_rest,
     )
     return _result(out, lse, return_lse, return_attn_probs)
 

@@ -27,15 +27,12 @@ def _lse(q: torch.Tensor, shape, wanted: bool) -> torch.Tensor:
     return q.new_empty(shape if wanted else (0,), dtype=_LSE_DTYPE)
 
 
-# Varlen rows past cu_seqlens_q[-1] belong to no sequence and are never written;
-# the library cannot tell where they start without reading cu_seqlens (a
-# device synchronisation), so tensors vflash allocates start as rows that see
-# no key: out 0, lse -inf. A caller's `out` keeps its contents there.
-def _varlen_out(q: torch.Tensor, shape) -> torch.Tensor:
-    return q.new_zeros(shape)
-
-
-def _varlen_lse(q: torch.Tensor, shape, wanted: bool) -> torch.Tensor:
+# Varlen rows past cu_seqlens_q[-1] belong to no sequence. In tensors vflash
+# allocates they read as rows that see no key (out 0, lse -inf): the library
+# writes them on the device (zero_rows_past_end), where it knows where they
+# start without a host synchronisation. A caller's `out` keeps its contents
+# there; the LSE vflash allocates beside it starts as -inf.
+def _varlen_lse_filled(q: torch.Tensor, shape, wanted: bool) -> torch.Tensor:
     return q.new_full(shape, float("-inf"), dtype=_LSE_DTYPE) if wanted else _lse(q, shape, False)
 
 
@@ -54,10 +51,10 @@ def _dl_lse(lse):
 
 
 # The library makes the tensors' device current for the launch itself.
-def _launch_varlen(q, k, v, cu_q, cu_k, max_q, max_k, out, lse, scale, causal, left, right, softcap):
+def _launch_varlen(q, k, v, cu_q, cu_k, max_q, max_k, out, lse, scale, causal, left, right, softcap, zero_rest):
     _C.varlen_fwd(
         _dl(q), _dl(k), _dl(v), _dl(cu_q), _dl(cu_k), max_q, max_k, _dl(out), _dl_lse(lse), scale, causal, left,
-        right, softcap, _stream(q), _allocator(q),
+        right, softcap, _stream(q), _allocator(q), zero_rest,
     )
 
 
@@ -78,15 +75,15 @@ def _dense_shapes(q, v):
 
 def _varlen_new(q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, want_lse):
     out_shape, lse_shape = _varlen_shapes(q, v)
-    out = _varlen_out(q, out_shape)
-    lse = _varlen_lse(q, lse_shape, want_lse)
-    _launch_varlen(q, k, v, cu_q, cu_k, max_q, max_k, out, lse, scale, causal, left, right, softcap)
+    out = q.new_empty(out_shape)
+    lse = _lse(q, lse_shape, want_lse)
+    _launch_varlen(q, k, v, cu_q, cu_k, max_q, max_k, out, lse, scale, causal, left, right, softcap, True)
     return out, lse
 
 
 def _varlen_into(q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, want_lse, out):
-    lse = _varlen_lse(q, _varlen_shapes(q, v)[1], want_lse)
-    _launch_varlen(q, k, v, cu_q, cu_k, max_q, max_k, out, lse, scale, causal, left, right, softcap)
+    lse = _varlen_lse_filled(q, _varlen_shapes(q, v)[1], want_lse)
+    _launch_varlen(q, k, v, cu_q, cu_k, max_q, max_k, out, lse, scale, causal, left, right, softcap, False)
     return lse
 
 

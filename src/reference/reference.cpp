@@ -248,6 +248,13 @@ void cpu_forward(const FwdParams& p) {
     for (int i = 0; i < p.head_dim_v; ++i) store(p.dtype, p.o, base + i, o[i]);
     if (p.lse) p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + s.q_start + r] = float(l);
   });
+  if (p.is_varlen() && p.zero_rows_past_end) {
+    for (int64_t row = p.cu_seqlens_q[p.batch]; row < p.total_q; ++row)
+      for (int32_t h = 0; h < p.heads_q; ++h) {
+        for (int i = 0; i < p.head_dim_v; ++i) store(p.dtype, p.o, row * p.o_row_stride + h * p.o_head_stride + i, 0.0);
+        if (p.lse) p.lse[h * p.lse_head_stride + row] = -std::numeric_limits<float>::infinity();
+      }
+  }
 }
 
 }  // namespace vflash
