@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "config.cuh"
 #include "masking.cuh"
@@ -33,8 +34,10 @@ namespace vflash::hopper {
 // kPacked: every sequence is shorter than a tile and tiles pack several
 // (PackedTileScheduler, RowRangeMask); otherwise a tile is one query block of
 // one sequence and head, and kRowBounds says whether the call has a causal
-// mask or a window (TileMask).
-template <class Cfg, bool kPacked, bool kRowBounds>
+// mask or a window (TileMask). kSoftcap: the call caps scores with tanh.
+// Both are compile-time so that the key-block loop carries no branch for
+// them, which lets ptxas schedule the softmax under the P*V wgmma.
+template <class Cfg, bool kPacked, bool kRowBounds, bool kSoftcap>
 struct Kernel {
   static constexpr int kBlockM = Cfg::kBlockM;
   static constexpr int kBlockN = Cfg::kBlockN;
@@ -223,23 +226,26 @@ struct Kernel {
     }
   }
 
+  // Each k-step's descriptor is the tile's base descriptor plus a
+  // compile-time offset in its 16-byte address field: shared memory stays
+  // below 256 KiB, so the 14-bit field never carries into the next one.
   __device__ __forceinline__ static void issue_qk(float (&sc)[kBlockN / 2], uint32_t q_smem, uint32_t k_tile, int wg) {
+    const uint64_t da0 = make_smem_desc(q_smem + wg * 64 * kQkSwz, 16, 8 * kQkSwz, kQkSwz);
+    const uint64_t db0 = make_smem_desc(k_tile, 16, 8 * kQkSwz, kQkSwz);
 #pragma unroll
     for (int kk = 0; kk < kD / 16; ++kk) {
       const int c = kk * 16 / kQkChunk, within = (kk * 16) % kQkChunk;
-      const uint64_t da =
-          make_smem_desc(q_smem + c * kBlockM * kQkSwz + wg * 64 * kQkSwz + within * 2, 16, 8 * kQkSwz, kQkSwz);
-      const uint64_t db = make_smem_desc(k_tile + c * kBlockN * kQkSwz + within * 2, 16, 8 * kQkSwz, kQkSwz);
+      const uint64_t da = da0 + uint64_t((c * kBlockM * kQkSwz + within * 2) >> 4);
+      const uint64_t db = db0 + uint64_t((c * kBlockN * kQkSwz + within * 2) >> 4);
       wgmma_ss<kBlockN, Cfg::kDType>(sc, da, db, kk > 0);
     }
   }
 
   __device__ __forceinline__ static void issue_pv(float (&o)[kDV / 2], const uint32_t (&p)[kBlockN / 16][4], uint32_t v_tile) {
+    const uint64_t db0 = make_smem_desc(v_tile, kBlockN * kVSwz, 8 * kVSwz, kVSwz);
 #pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      const uint64_t db = make_smem_desc(v_tile + kk * 16 * kVSwz, kBlockN * kVSwz, 8 * kVSwz, kVSwz);
-      wgmma_rs<kDV, Cfg::kDType>(o, p[kk], db, 1);
-    }
+    for (int kk = 0; kk < kBlockN / 16; ++kk)
+      wgmma_rs<kDV, Cfg::kDType>(o, p[kk], db0 + uint64_t((kk * 16 * kVSwz) >> 4), 1);
   }
 
   // Accumulator layout of S equals the register-A layout of the PV wgmma:
@@ -282,15 +288,18 @@ struct Kernel {
     }
   }
 
-  // Key blocks [n_begin, n_end) of one tile, last first: S = Q K^T, softmax, O += P V. When S,
-  // P and O fit in registers together (kOverlap), S of block n is issued
-  // together with PV of block n+1 and block n's softmax is written between
-  // the two waits, although ptxas moves the second wait above it (registers;
-  // docs/perf.md); otherwise each block's GEMMs and softmax run in sequence.
-  // Either way the other warpgroups' GEMMs fill a warpgroup's softmax.
+  // Key blocks [n_begin, n_end) of one tile, last first: S = Q K^T, softmax, O += P V. Blocks
+  // [unmasked.begin, unmasked.end) are visible to every row of the warpgroup
+  // and take the loop without the mask; the blocks above and below take the
+  // masked one (compile-time both, no branch in either loop). When S, P and
+  // O fit in registers together (kOverlap), S of block n is issued together
+  // with PV of block n+1 and block n's softmax runs between the two waits;
+  // otherwise each block's GEMMs and softmax run in sequence. Either way the
+  // other warpgroups' GEMMs fill a warpgroup's softmax.
   __device__ __forceinline__ static void mainloop(int wg, const KernelArgs& a, int n_begin, int n_end,
-                                                  const SmemTiles& tiles, Barriers& bars, Ring& k_ring, Ring& v_ring,
-                                                  const Mask& mask, float (&o)[kDV / 2], Softmax& st) {
+                                                  kernels::KeySpan unmasked, const SmemTiles& tiles, Barriers& bars,
+                                                  Ring& k_ring, Ring& v_ring, const Mask& mask, float (&o)[kDV / 2],
+                                                  Softmax& st) {
     const uint32_t q_smem = tiles.q, k_smem = tiles.k, v_smem = tiles.v;
     float sc[kBlockN / 2];
     uint32_t p[kBlockN / 16][4];
@@ -319,49 +328,69 @@ struct Kernel {
       mbar_arrive(smem_addr(&bars.v_empty[v_ring.stage]));
       v_ring.advance();
     };
+    // The softmax of block n, with or without the mask (a tag type).
+    auto softmax = [&](int n, auto masked) {
+      st.template update<kSoftcap, decltype(masked)::value>(sc, n, a, mask, rescale);
+    };
+    // Runs step(n, tag) for n = from - 1 down to n_begin: the masked blocks
+    // above the unmasked span, the span, the masked blocks below it.
+    const int split_hi = max(n_begin, min(end_whole_block(unmasked), n_end));
+    const int split_lo = max(n_begin, min(first_whole_block(unmasked), split_hi));
+    auto blocks_down = [&](int from, auto step) {
+      int n = from - 1;
+      for (; n >= split_hi; --n) step(n, std::true_type{});
+      for (; n >= split_lo; --n) step(n, std::false_type{});
+      for (; n >= n_begin; --n) step(n, std::true_type{});
+    };
     if constexpr (kOverlap) {
-      int n = n_end - 1;
+      const int n = n_end - 1;
       if (kHeadStart && wg == 1) named_barrier_sync(kHeadStartBarrier, 256);
       qk(n);
       wgmma_wait<0>();
       qk_done(n);
       if (kHeadStart && wg == 0) named_barrier_arrive(kHeadStartBarrier, 256);
-      st.update(sc, n, a, mask, rescale);
+      if (n >= split_hi || n < split_lo)
+        softmax(n, std::true_type{});
+      else
+        softmax(n, std::false_type{});
       to_p(sc, p);
       // O takes block n+1's rescale while QK^T of block n runs, just before
       // the PV that accumulates into it.
-      for (--n; n >= n_begin; --n) {
+      blocks_down(n, [&](int n, auto masked) {
         qk(n);
         rescale_o(o, rescale);
         pv();
         wgmma_wait<1>();
         qk_done(n);
-        st.update(sc, n, a, mask, rescale);
+        softmax(n, masked);
         wgmma_wait<0>();
         pv_done();
         to_p(sc, p);
-      }
+      });
       rescale_o(o, rescale);
       pv();
       wgmma_wait<0>();
       pv_done();
     } else {
-      for (int n = n_end - 1; n >= n_begin; --n) {
+      blocks_down(n_end, [&](int n, auto masked) {
         qk(n);
         wgmma_wait<0>();
         qk_done(n);
-        st.update(sc, n, a, mask, rescale);
+        softmax(n, masked);
         // Once the row maxima settle (most blocks of long rows) O needs no
-        // rescale: d64 +1..2 %, d64-causal +1..4 %. (Inside the overlapped path,
-        // between two wgmma issues, the same test cost 2-6 %.)
+        // rescale (docs/tuning.md).
         if (__any_sync(0xffffffffu, rescale[0] != 1.f || rescale[1] != 1.f)) rescale_o(o, rescale);
         to_p(sc, p);
         pv();
         wgmma_wait<0>();
         pv_done();
-      }
+      });
     }
   }
+
+  // The key blocks that lie wholly inside a key span: [first_whole_block, end_whole_block).
+  __device__ __forceinline__ static int first_whole_block(kernels::KeySpan keys) { return kernels::blocks_of(keys.begin, kBlockN); }
+  __device__ __forceinline__ static int end_whole_block(kernels::KeySpan keys) { return keys.end / kBlockN; }
 
   // Where tile row `row` lands: its query row within the sequence and its
   // head (packed tiles stack a.pack heads per token; a literal 1 keeps
@@ -481,14 +510,19 @@ struct Kernel {
         if (a.warpgroup_key_ranges) Scheduler::warpgroup_blocks(tile, wg, a, n_begin, n_end);
         mbar_wait(smem_addr(&bars.q_full), q_phase);
         skip_blocks(tile.n_end - n_end, bars, k_ring, v_ring);
-        if (n_begin < n_end)
-          mainloop(wg, a, n_begin, n_end, tiles, bars, k_ring, v_ring, mask, o, st);
+        if (n_begin < n_end)  // rows of several sequences: every block masked
+          mainloop(wg, a, n_begin, n_end, kernels::KeySpan{0, 0}, tiles, bars, k_ring, v_ring, mask, o, st);
         else if (!Cfg::kOReusesQ)
           mbar_arrive(smem_addr(&bars.q_empty));
         skip_blocks(n_begin - tile.n_begin, bars, k_ring, v_ring);
       } else {
+        // Keys every row of this warpgroup sees: both bounds grow with the row.
+        const int first = tile.m_block * kBlockM + wg * 64;
+        const int wl = kRowBounds ? a.window_left : -1, wr = kRowBounds ? a.window_right : -1;
+        const kernels::KeySpan unmasked{kernels::visible_keys(first + 63, tile.q_len, tile.k_len, wl, wr).begin,
+                                        kernels::visible_keys(first, tile.q_len, tile.k_len, wl, wr).end};
         mbar_wait(smem_addr(&bars.q_full), q_phase);
-        mainloop(wg, a, tile.n_begin, tile.n_end, tiles, bars, k_ring, v_ring, mask, o, st);
+        mainloop(wg, a, tile.n_begin, tile.n_end, unmasked, tiles, bars, k_ring, v_ring, mask, o, st);
       }
       store_tile(me, a, tile, tiles, o, st);
       if constexpr (Cfg::kOReusesQ) {
@@ -500,11 +534,11 @@ struct Kernel {
   }
 };
 
-template <class Cfg, bool kPacked, bool kRowBounds>
+template <class Cfg, bool kPacked, bool kRowBounds, bool kSoftcap>
 __global__ void __launch_bounds__(Cfg::kThreads, 1)
     fwd_kernel(const __grid_constant__ CUtensorMap tmap_q, const __grid_constant__ CUtensorMap tmap_k,
                const __grid_constant__ CUtensorMap tmap_v, const KernelArgs args) {
-  using K = Kernel<Cfg, kPacked, kRowBounds>;
+  using K = Kernel<Cfg, kPacked, kRowBounds, kSoftcap>;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + Cfg::kAlign - 1) &
                                              ~uintptr_t(Cfg::kAlign - 1));
@@ -526,7 +560,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   }
   __syncthreads();
 
-  const int wg = threadIdx.x / 128;
+  // Read from lane 0, the warpgroup index is warp-uniform to ptxas as well:
+  // what derives from it (the Q descriptors) then lives in uniform registers
+  // instead of being moved there before every wgmma.
+  const int wg = __shfl_sync(0xffffffffu, int(threadIdx.x / 128), 0);
   if (wg == 0) {
     regs_lower<K::kProducerRegs>();
     if (threadIdx.x < 32) K::produce(&tmap_q, &tmap_k, &tmap_v, args, smem, bars);

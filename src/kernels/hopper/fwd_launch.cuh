@@ -17,10 +17,10 @@ namespace vflash::hopper {
 
 template <class Cfg>
 const void* kernel_symbol() {
-  return reinterpret_cast<const void*>(&fwd_kernel<Cfg, false, false>);
+  return reinterpret_cast<const void*>(&fwd_kernel<Cfg, false, false, false>);
 }
 
-template <class Cfg, bool kPacked, bool kRowBounds>
+template <class Cfg, bool kPacked, bool kRowBounds, bool kSoftcap>
 int launch_grid(int64_t tiles, int device, const CUtensorMap& tq, const CUtensorMap& tk, const CUtensorMap& tv,
                 const KernelArgs& a, cudaStream_t stream) {
   // The kernel's shared-memory attribute and the SM count, set up once per
@@ -30,7 +30,7 @@ int launch_grid(int64_t tiles, int device, const CUtensorMap& tq, const CUtensor
   if (int e = sm_count.get(device, &sms,
                            [](int dev, int* value) {
                              cudaError_t err =
-                                 cudaFuncSetAttribute(fwd_kernel<Cfg, kPacked, kRowBounds>,
+                                 cudaFuncSetAttribute(fwd_kernel<Cfg, kPacked, kRowBounds, kSoftcap>,
                                                       cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
                              if (err == cudaSuccess)
                                err = cudaDeviceGetAttribute(value, cudaDevAttrMultiProcessorCount, dev);
@@ -40,11 +40,11 @@ int launch_grid(int64_t tiles, int device, const CUtensorMap& tq, const CUtensor
     return e;
   // CTAs past the real tile count exit at once.
   const int grid = int(std::max<int64_t>(1, std::min<int64_t>(tiles, sms)));
-  fwd_kernel<Cfg, kPacked, kRowBounds><<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tq, tk, tv, a);
+  fwd_kernel<Cfg, kPacked, kRowBounds, kSoftcap><<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tq, tk, tv, a);
   return cudaGetLastError();
 }
 
-// One launch of fwd_kernel<Cfg, kPacked, kRowBounds> for the call.
+// One launch of fwd_kernel<Cfg, kPacked, kRowBounds, kSoftcap> for the call.
 template <class Cfg, bool kPacked>
 int launch_tiles(const FwdParams& p) {
   const bool dense = !p.is_varlen();
@@ -135,10 +135,14 @@ int launch_tiles(const FwdParams& p) {
                                 : int64_t(p.batch) * p.heads_q * ((max_q + Cfg::kBlockM - 1) / Cfg::kBlockM);
   // Unpacked tiles with a causal mask or a window take the kernel that
   // carries the per-row mask (packed tiles mask by row ranges either way).
+  const bool softcap = p.softcap > 0.f;
   if constexpr (!kPacked) {
-    if (uneven) return launch_grid<Cfg, false, true>(tiles, device, tq, tk, tv, a, stream);
+    if (uneven)
+      return softcap ? launch_grid<Cfg, false, true, true>(tiles, device, tq, tk, tv, a, stream)
+                     : launch_grid<Cfg, false, true, false>(tiles, device, tq, tk, tv, a, stream);
   }
-  return launch_grid<Cfg, kPacked, false>(tiles, device, tq, tk, tv, a, stream);
+  return softcap ? launch_grid<Cfg, kPacked, false, true>(tiles, device, tq, tk, tv, a, stream)
+                 : launch_grid<Cfg, kPacked, false, false>(tiles, device, tq, tk, tv, a, stream);
 }
 
 // Packed tiles run with short key blocks (PackedConfig): their sequences'

@@ -20,9 +20,8 @@ namespace vflash::hopper {
 // kRowBounds: the call has a causal mask or a window; without, only the
 // sequence end masks (the unmasked kernel then carries none of the per-row
 // code in its softmax). Bounds come from kernels::visible_keys, computed once
-// per tile. Both bounds grow with the row, so a block inside [begin of the
-// lower row, end of the upper row) is visible to both of the thread's rows
-// and skips the per-entry test.
+// per tile. The kernel applies the mask only to blocks that some row of the
+// warpgroup sees in part (without row bounds: only the last, partial block).
 template <int kBlockM, int kBlockN, bool kRowBounds>
 struct TileMask {
   int quad_col;
@@ -42,12 +41,10 @@ struct TileMask {
 
   __device__ __forceinline__ void apply(float (&sc)[kBlockN / 2], int n, const KernelArgs&) const {
     const int key0 = n * kBlockN;
-    // Without row bounds every row sees keys [0, k_len): begin is 0, end[0] == end[1].
-    if ((!kRowBounds || key0 >= begin[1]) && key0 + kBlockN <= end[0]) return;
 #pragma unroll
     for (int i = 0; i < kBlockN / 2; ++i) {
       const int key = key0 + (i / 4) * 8 + quad_col + (i & 1);
-      const int r = kRowBounds ? (i >> 1) & 1 : 0;
+      const int r = kRowBounds ? (i >> 1) & 1 : 0;  // without row bounds: end[0] == end[1] = k_len
       if ((kRowBounds && key < begin[r]) || key >= end[r]) sc[i] = -INFINITY;
     }
   }

@@ -26,18 +26,18 @@ struct OnlineSoftmax {
     return kChains == 1 ? 0 : (i & 1) | ((i >> 1) & 2);
   }
 
-  // Softcap, mask (masking.cuh), and the update for key block n. Leaves exp2
-  // of the scores in `sc` and the factor by which O must be rescaled for each
-  // of the thread's two rows in `rescale`.
-  template <class Mask>
+  // Softcap (kSoftcap), mask (kMasked; masking.cuh), and the update for key
+  // block n. Leaves exp2 of the scores in `sc` and the factor by which O must
+  // be rescaled for each of the thread's two rows in `rescale`.
+  template <bool kSoftcap, bool kMasked, class Mask>
   __device__ __forceinline__ void update(float (&sc)[kBlockN / 2], int n, const KernelArgs& a, const Mask& mask,
                                          float (&rescale)[2]) {
     const float sl2 = a.score_scale_log2;
-    if (a.softcap_in != 0.f) {
+    if constexpr (kSoftcap) {
 #pragma unroll
       for (int i = 0; i < kBlockN / 2; ++i) sc[i] = a.softcap_out * tanhf(sc[i] * a.softcap_in);
     }
-    mask.apply(sc, n, a);
+    if constexpr (kMasked) mask.apply(sc, n, a);
     float part[2][kChains];
 #pragma unroll
     for (int r = 0; r < 2; ++r)
