@@ -67,11 +67,11 @@ struct Kernel {
     return std::min(240, kLaunchRegs + (kLaunchRegs - producer_regs) * Cfg::kProducerThreads /
                                            Cfg::kConsumerThreads / 8 * 8);
   }
-  // The producer keeps 32 registers (24 spilled more and measured slower at
-  // d128; it still spills a few tile-level values, never in the consumers'
-  // loop) unless the overlap fits only with 24: d256 (S 40, P 20, O 128)
-  // measured 611 -> 675 TFLOP/s with it, d192 601 -> 644; packed tiles
-  // (d256 windows) 1.5 % slower, so they keep 32 and no overlap.
+  // The producer keeps 32 registers (with 24 it spills more and runs slower
+  // at d128; it still spills a few tile-level values, never in the
+  // consumers' loop) unless the overlap fits only with 24 (d256: S 40, P 20,
+  // O 128; d192 / dv192), which then takes 24; packed tiles keep 32 and no
+  // overlap, which is faster for them (docs/tuning.md).
   static constexpr bool kOverlapNeeds240 = !kPacked && kOverlapRegs > kConsumerRegsFor(32) - 72 &&
                                            kOverlapRegs <= kConsumerRegsFor(24) - 52;
   static constexpr int kProducerRegs = kOverlapNeeds240 ? 24 : 32;
@@ -82,15 +82,14 @@ struct Kernel {
   static constexpr bool kOverlap = kOverlapNeeds240 || kOverlapRegs <= kConsumerRegs - 72;
   // Four reduction chains per row where the softmax sits on the issuing
   // warpgroup's critical path (the overlap); elsewhere the other warpgroups
-  // fill that latency and one chain's fewer instructions measured faster
-  // (docs/perf.md).
+  // fill that latency and one chain's fewer instructions are faster
+  // (docs/tuning.md).
   using Softmax = OnlineSoftmax<kBlockN, kOverlap ? 4 : 1>;
   // Two consumer warpgroups: the second one's GEMMs start after the first
   // one's first QK^T, so that the two do not run their softmax in step (which
-  // leaves the tensor pipe idle): d256-causal +5 %, s1024-d128 +2..6 %,
-  // d128-causal +1.5 %, d128 and GQA unchanged. On unmasked tiles it was
-  // measured at d128 (kept) and d256 (4 % slower); the other instances keep
-  // those tiles without it.
+  // leaves the tensor pipe idle); kept for row-bounded tiles. On unmasked
+  // tiles it was measured at d128 (kept) and d256 (slower); the other
+  // instances keep those tiles without it (docs/tuning.md).
   static constexpr bool kHeadStart = !kPacked && Cfg::kConsumerWarpgroups == 2 && (kRowBounds || kD == 128);
   static constexpr int kHeadStartBarrier = 1 + Cfg::kConsumerWarpgroups;  // after the epilogue's per-warpgroup ones
 

@@ -10,6 +10,7 @@
 #include <cmath>
 
 #include "fwd_kernel.cuh"
+#include "kernels/common/constants.cuh"
 #include "per_device.hpp"
 #include "tensor_map.hpp"
 
@@ -93,15 +94,14 @@ int launch_tiles(const FwdParams& p) {
   a.head_dim_v = p.head_dim_v;
   a.window_left = p.window_left;
   a.window_right = p.window_right;
-  constexpr float kLog2e = 1.4426950408889634f;
   if (p.softcap > 0.f) {
     a.softcap_in = p.softmax_scale / p.softcap;
-    a.softcap_out = p.softcap * kLog2e;
+    a.softcap_out = p.softcap * kernels::kLog2e;
     a.score_scale_log2 = 1.f;
   } else {
     a.softcap_in = 0.f;
     a.softcap_out = 0.f;
-    a.score_scale_log2 = p.softmax_scale * kLog2e;
+    a.score_scale_log2 = p.softmax_scale * kernels::kLog2e;
   }
 
   // With causal or windowed masks the query blocks of a head differ in cost:
@@ -117,8 +117,8 @@ int launch_tiles(const FwdParams& p) {
   a.head_group = int(kv_heads * a.heads_per_kv);
   // Tiles of unequal cost (masks, or varlen) are handed out dynamically from
   // a counter in the caller's workspace (workspace_bytes in hopper_kernels.cu);
-  // equal dense tiles go round-robin, which measured faster there
-  // (std-s1024-d128, docs/perf.md).
+  // equal dense tiles go round-robin, which is faster for them
+  // (docs/tuning.md).
   a.tile_counter = nullptr;
   if (uneven || !dense) {
     a.tile_counter = static_cast<int*>(p.workspace);

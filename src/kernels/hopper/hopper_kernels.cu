@@ -27,7 +27,7 @@ constexpr Instance kInstances[] = {
 
 // Head dims as computed: 72 runs its QK^T reduction as 80 (zero-filled by
 // TMA) and its PV as N = 96, whose V rows load in 64 B boxes rather than the
-// 32 B boxes an N of 80 would need (docs/perf.md).
+// 32 B boxes an N of 80 would need (docs/tuning.md).
 int computed_qk_dim(int d) { return d == 72 ? 80 : d; }
 int computed_v_dim(int d) { return d == 72 ? 96 : d; }
 
@@ -55,21 +55,21 @@ constexpr HeadDimRule kHeadDims[] = {
 };
 
 const KernelInfo kKernels[] = {{
-    "hopper",
-    "sm_90a warp-specialised TMA + wgmma forward (persistent, producer/consumer warpgroups)",
-    100,
-    nullptr,
-    dtype_bit(DType::fp16) | dtype_bit(DType::bf16),
-    kCausal | kWindow | kSoftcap | kGqa | kLse | kDense | kVarlen,
-    kHeadDims,
-    &launch,
-    &workspace_bytes,
-    &probe,
+    .name = "hopper",
+    .description = "sm_90a warp-specialised TMA + wgmma forward (persistent, producer/consumer warpgroups)",
+    .rank = 100,
+    .targets = nullptr,
+    .dtypes = dtype_bit(DType::fp16) | dtype_bit(DType::bf16),
+    .features = kCausal | kWindow | kSoftcap | kGqa | kLse | kDense | kVarlen,
+    .head_dims = kHeadDims,
+    .launch = &launch,
+    .workspace_bytes = &workspace_bytes,
+    .probe_symbol = &probe,
     // 128- and 192-row query tiles of one sequence each: dense calls with
     // fewer query rows leave most of a tile idle.
-    128,
+    .min_efficient_seqlen_q = 128,
     // Short varlen sequences are packed into tiles (packs_sequences).
-    kPackedMaxSeqlenK,
+    .packs_varlen_up_to_seqlen_k = kPackedMaxSeqlenK,
 }};
 
 }  // namespace

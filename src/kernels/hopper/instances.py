@@ -30,8 +30,8 @@ Instance = collections.namedtuple("Instance", "qk_dim v_dim block_n stages warpg
 # qk_box: columns per TMA box (and swizzled smem chunk) of Q and K; boxes past
 #   the head dim are zero fill. 64 (128 B) takes fewest L2 requests per row;
 #   80 keeps 16-column boxes (sector-aligned 32 B rows of 160 B) and 96
-#   32-column ones, which measured faster on those dims; 72's misaligned
-#   144 B rows gain from 64 (docs/perf.md).
+#   32-column ones, which are faster on those dims; 72's misaligned
+#   144 B rows gain from 64 (docs/tuning.md).
 INSTANCES = [
     Instance(64, 64, 128, 4, 3, 64),
     Instance(80, 80, 128, 3, 3, 16),

@@ -24,6 +24,7 @@
 #include <bit>
 #include <cmath>
 
+#include "kernels/common/constants.cuh"
 #include "kernels/mma/mma_ptx.cuh"
 #include "kernels/mma/mma_schedule.cuh"
 #include "params.hpp"
@@ -48,9 +49,8 @@ struct FwdArgs {
 // row at slot (c ^ r) & 7. The 8 chunks of a 128-byte piece of a global row
 // then fill one 128-byte shared line, which cp.async writes as one wavefront
 // (spread over 8 lines, as in this kernel's first layout, every 16 bytes was
-// its own wavefront and each L2 sector was fetched twice: the L2 ran 75-84 %
-// busy on dense d128), and ldmatrix (8 rows, one chunk) reads 8 distinct
-// bank groups.
+// its own wavefront and each L2 sector was fetched twice; docs/tuning.md),
+// and ldmatrix (8 rows, one chunk) reads 8 distinct bank groups.
 constexpr int row_pitch(int chunks) { return (chunks + 7) / 8 * 8; }
 
 template <int kChunks>
@@ -94,12 +94,12 @@ struct FwdTile {
   static_assert(!kKeySplit || (kWarps % 2 == 0 && kBlockN == 64 && kSteps % 8 == 0));
   // Q fragments stay in registers when they and S are small; otherwise Q is
   // re-read per block (in registers beside d64's 128 S registers of 128-key
-  // blocks it spilled 152 bytes).
+  // blocks it spills; docs/tuning.md).
   static constexpr bool kQInRegs = kMAtoms * kSteps * 4 <= 40 && kMAtoms * kNTiles * 4 <= 64;
   // Where a tile's last block hands Q's buffer to the next tile: right after
-  // Q*K^T for the 8-warp shapes (softmax and P*V then run as one stretch:
-  // d256 +5 %), after the softmax for the others (d128 -10 % with the early
-  // hand-off: spills).
+  // Q*K^T for the 8-warp shapes (softmax and P*V then run as one stretch),
+  // after the softmax for the others (the early hand-off spills there;
+  // docs/tuning.md).
   static constexpr bool kEarlyQLoad = kWarps == 8;
   static_assert(kBlockN % 16 == 0 && kBucket % 16 == 0 && (kKVStages == 1 || kKVStages == 2));
 
@@ -207,8 +207,8 @@ struct TileView {
 // without, the only mask is the sequence end, and the kernel keeps none of
 // the per-row code (its own instantiation, so that the row mask's form never
 // changes how ptxas allocates and schedules the unmasked loop: a cheaper row
-// mask measured -3..-5 % on vision shapes, which never execute it, when both
-// shared one kernel).
+// mask slowed the vision shapes, which never execute it, when both shared one
+// kernel; docs/tuning.md).
 template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN, int kKVStages, bool kKeySplit,
           bool kLaggedMax, bool kRowBounds>
 __global__ void __launch_bounds__(kWarps * 32)
@@ -328,8 +328,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     // Uneven tiles (causal, mixed lengths) go to the CTAs as they ask:
     // thread 0 claims the next tile of the longest-first list when this one
     // starts (a fixed round-robin left the CTA with the longest tiles up to a
-    // longest tile behind: 8-12 % on causal and mixed-length calls). Equal
-    // tiles go round-robin, which measured 2-4 % faster on 64-token windows.
+    // longest tile behind). Equal tiles go round-robin, which is faster for
+    // them (docs/tuning.md).
     // The next tile reaches the other threads through shared memory, read only
     // after the next barrier.
     if (tid == 0) {
@@ -736,10 +736,9 @@ int launch_fwd_tiles(const FwdParams& p) {
   args.implied_pairs = implied ? int(max_query_blocks(p, tokens)) : 0;
   args.group = p.heads_q / p.heads_k;
   args.pack = pack;
-  constexpr float kLog2e = 1.4426950408889634f;
   args.softcap = p.softcap;
   args.softcap_in = p.softcap > 0.f ? p.softmax_scale / p.softcap : 0.f;
-  args.exp2_scale = p.softcap > 0.f ? kLog2e : p.softmax_scale * kLog2e;
+  args.exp2_scale = p.softcap > 0.f ? kernels::kLog2e : p.softmax_scale * kernels::kLog2e;
   const int grid = int(max_tiles < ctas ? max_tiles : ctas);
   kernel<<<grid, cfg.threads(), smem, static_cast<cudaStream_t>(p.stream)>>>(args);
   return cudaGetLastError();

@@ -52,17 +52,17 @@ const void* probe_symbol() { return tile_list_symbol(); }
 constexpr HeadDimRule kHeadDims[] = {{8, 256, 8, 8, 256, 8, false}};
 
 const KernelInfo kKernels[] = {{
-    "mma",
-    "warp tensor-core (mma.sync m16n8k16, ldmatrix, cp.async) varlen forward, "
-    "persistent longest-first tiles; compute capability 8.0+",
-    50,
-    nullptr,
-    dtype_bit(DType::fp16) | dtype_bit(DType::bf16),
-    kAllFeatures,
-    kHeadDims,
-    launch,
-    workspace_bytes,
-    probe_symbol,
+    .name = "mma",
+    .description = "warp tensor-core (mma.sync m16n8k16, ldmatrix, cp.async) varlen forward, "
+                   "persistent longest-first tiles; compute capability 8.0+",
+    .rank = 50,
+    .targets = nullptr,
+    .dtypes = dtype_bit(DType::fp16) | dtype_bit(DType::bf16),
+    .features = kAllFeatures,
+    .head_dims = kHeadDims,
+    .launch = launch,
+    .workspace_bytes = workspace_bytes,
+    .probe_symbol = probe_symbol,
 }};
 
 }  // namespace

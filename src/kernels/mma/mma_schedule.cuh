@@ -79,25 +79,23 @@ constexpr TileConfig tile_config(int bucket, TileShape shape = TileShape::standa
   switch (bucket) {
     case 32:
     case 64:
-      // 128-key blocks (Q then re-read from shared memory, 80 KiB): d64
-      // +5.6 %, d64-causal +13 % on the H100.
+      // 128-key blocks (Q then re-read from shared memory, 80 KiB; docs/tuning.md).
       if (shape == TileShape::two_ctas) return {4, 2, 128};
       [[fallthrough]];
     case 80:
     case 96:
     case 128:
-      // d80's standard loop (Q in registers, 255 of them) ran 6-9 % slower on
-      // the vision shapes with either form of the maximum's update in the
-      // code, lagged or not (H100; perf.md): it keeps the plain one.
+      // d80's standard loop (Q in registers, 255 of them) runs slower on the
+      // vision shapes with either form of the maximum's update in the code,
+      // lagged or not: it keeps the plain one (docs/tuning.md).
       return shape == TileShape::short_rows   ? TileConfig{4, 1, 64}
              : shape == TileShape::short_seqs ? TileConfig{4, 1, 32}
              : bucket == 80                   ? TileConfig{4, 2, 64, 2, false, false}
                                               : TileConfig{4, 2, 64};
-    // d160..d256: 64-key blocks with K and V single-buffered (72 / 96 KiB):
-    // d192 on the H100 308-311 against 242-245 with 8 warps x 32-key blocks,
-    // two buffers (96 KiB), where two CTAs fit; with one CTA per SM (the 99 KiB
-    // devices) the 8 warps stay ahead at d192 (243 against 236) but not at d256
-    // (8 warps x 16-key blocks: 182 against 247).
+    // d160..d256: 64-key blocks with K and V single-buffered (72 / 96 KiB)
+    // beat 8 warps x 32-key blocks, two buffers (96 KiB), where two CTAs fit;
+    // with one CTA per SM (the 99 KiB devices) the 8 warps stay ahead at d192
+    // but not at d256 (8 warps x 16-key blocks; docs/tuning.md).
     case 160:
     case 192: return shape == TileShape::two_ctas ? TileConfig{4, 1, 64, 1} : TileConfig{8, 1, 32};
     // d256: where two CTAs fit, warp pairs on 32 rows (key_split, 104 KiB):
@@ -145,8 +143,8 @@ __device__ __forceinline__ TilePair make_pair(const FwdParams& p, int b, const S
 }
 
 // Dense calls without a mask need no tile list: all pairs cost the same and
-// pair i is query block i % blocks of sequence i / blocks (no prepass launch:
-// std-s1024-d128's prepass took 4 us of its 440).
+// pair i is query block i % blocks of sequence i / blocks (no prepass launch;
+// docs/tuning.md).
 inline bool pairs_implied(const FwdParams& p) { return !p.is_varlen() && !p.has_window(); }
 
 __device__ __forceinline__ TilePair implied_pair(const FwdParams& p, int i, int block_m, int block_n) {
@@ -168,9 +166,8 @@ struct alignas(16) TileListHeader {
 // (whole token rows). head_major (equal tiles of an unmasked call whose
 // sequences span several query blocks): the pair innermost, one head after
 // the other, so that the CTAs running at once read the keys and values of few
-// heads and these stay in L2 (dense d128 on the H100: L2 hit rate 76 -> 94 %,
-// DRAM reads 1.23 -> 0.24 GB). With one query block per sequence the default
-// order reads whole token rows instead (64-token windows: 8 % faster so).
+// heads and these stay in L2. With one query block per sequence the default
+// order reads whole token rows instead, which is faster there (docs/tuning.md).
 struct TileIndex {
   int pair, head_group;
 };

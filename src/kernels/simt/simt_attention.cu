@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <span>
 
+#include "kernels/common/constants.cuh"
 #include "kernels/common/visible_keys.cuh"
 #include "registry.hpp"
 
@@ -27,7 +28,7 @@ constexpr int kLanesPerRow = 4;
 constexpr int kBlockM = kThreads / kLanesPerRow;  // query rows per tile
 constexpr int kBlockN = 32;                        // keys per tile
 constexpr int kScoresPerLane = kBlockN / kLanesPerRow;
-constexpr float kLog2e = 1.4426950408889634f;
+using kernels::kLog2e;
 constexpr float kLn2 = 0.6931471805599453f;
 
 // Shared-memory rows hold d/2 words (two 16-bit elements each) plus one word
