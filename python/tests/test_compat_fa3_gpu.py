@@ -114,7 +114,7 @@ def compare(ours, theirs, ref, want_lse, what):
     assert not torch.isnan(out).any(), f"{what}: NaN in vflash's output"
     scale = max(want.abs().max().item() if want.numel() else 0.0, 1e-6)
     err = rel_err(out, want, scale)
-    keyless = torch.isneginf(want_lse)  # (heads_q, rows)
+    keyless = torch.isneginf(want_lse_)  # (heads_q, rows)
     if keyless.any():
         rows = keyless.transpose(-1, -2) if out.dim() == 3 else keyless.transpose(1, 2)
         assert not out[rows].any(), f"{what}: rows without keys are not zero in vflash's output"
