@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))  # reference.py
+sys.path.insert(0, os.path.dirname(__file__))  # reference.py, torch_reference.py
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ the reference alone when FA3 refuses it; the window readings FA3 turns into caus
 
 Skips without torch, without a CUDA GPU, or without fa3_fwd_interface (the wheel installed
 with `pip install --no-index --no-deps --target DIR .whl/fa3_fwd-*.whl`, DIR on PYTHONPATH)."""
-import math
 
 import pytest
 
@@ -25,6 +24,7 @@ if not torch.cuda.is_available():
 fa3_ref = pytest.importorskip("fa3_fwd_interface")
 
 from vflash.compat import fa3  # noqa: E402
+from torch_reference import attention  # noqa: E402
 
 DTYPE = torch.bfloat16
 OUT_VS_FA3 = 2e-2  # max |vflash - FA3| relative to max |ref|
@@ -45,44 +45,6 @@ def make_inputs(lengths_q, lengths_k, heads_q, heads_k, d, seed):
     gen = torch.Generator(device="cuda").manual_seed(seed)
     rand = lambda n, h: torch.randn(n, h, d, device="cuda", generator=gen).to(DTYPE)  # noqa: E731
     return rand(sum(lengths_q), heads_q), rand(sum(lengths_k), heads_k), rand(sum(lengths_k), heads_k)
-
-
-def reference(q, k, v, spans_q, spans_k, scale=None, causal=False, window=(-1, -1), softcap=0.0):
-    """float32 attention per sequence, FA3's masks (bottom-right; keys of query i:
-    [i + Lk - Lq - left, i + Lk - Lq + right], a negative side unbounded) -> out, lse (heads_q, total_q).
-    spans_*: (start, length) per sequence."""
-    q, k, v = q.float(), k.float(), v.float()
-    total_q, heads_q, d = q.shape
-    group = heads_q // k.shape[1]
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
-    out = torch.zeros(total_q, heads_q, v.shape[2], device=q.device)
-    lse = torch.full((heads_q, total_q), -math.inf, device=q.device)
-    left, right = window
-    if causal:
-        right = 0
-    for (q0, lq), (k0, lk) in zip(spans_q, spans_k):
-        if lq == 0:
-            continue
-        i = torch.arange(lq, device=q.device)[:, None]
-        j = torch.arange(lk, device=q.device)[None, :]
-        diagonal = i + lk - lq
-        keep = torch.ones(lq, lk, dtype=torch.bool, device=q.device)
-        if left >= 0:
-            keep &= j >= diagonal - left
-        if right >= 0:
-            keep &= j <= diagonal + right
-        qs = q[q0:q0 + lq].transpose(0, 1)
-        ks = k[k0:k0 + lk].repeat_interleave(group, dim=1).transpose(0, 1)
-        vs = v[k0:k0 + lk].repeat_interleave(group, dim=1).transpose(0, 1)
-        s = scale * qs @ ks.transpose(1, 2)
-        if softcap > 0:
-            s = softcap * torch.tanh(s / softcap)
-        s = s.masked_fill(~keep, -math.inf)
-        row_lse = torch.logsumexp(s, dim=-1)
-        p = torch.exp(s - torch.where(torch.isinf(row_lse), 0.0, row_lse)[..., None])
-        out[q0:q0 + lq] = (p @ vs).transpose(0, 1)
-        lse[:, q0:q0 + lq] = row_lse
-    return out, lse
 
 
 def spans(lengths, used=None):
@@ -164,7 +126,7 @@ def run_varlen(lengths, heads, d, seed, want_lse, seqused_k=None, **kw):
     ref_kw = {key: kw[key] for key in ("causal", "softcap") if key in kw}
     ref_kw["scale"] = kw.get("softmax_scale")
     ref_kw["window"] = kw.get("window_size", (-1, -1))
-    ref = reference(q, k, v, spans(lengths_q), spans(lengths_k, seqused_k), **ref_kw)
+    ref = attention(q, k, v, spans(lengths_q), spans(lengths_k, seqused_k), **ref_kw)
     return ours, theirs, ref
 
 
@@ -229,7 +191,7 @@ def test_dense_matches_fa3(causal, want_lse, seed):
     k, v = (torch.randn(b, s_k, h_k, d, device="cuda", generator=gen).to(DTYPE) for _ in range(2))
     ours = fa3.flash_attn_func(q, k, v, causal=causal, return_attn_probs=want_lse)
     theirs = fa3_ref.flash_attn_func(q, k, v, causal=causal, return_attn_probs=want_lse)
-    out, lse = reference(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), spans([s_q] * b), spans([s_k] * b),
+    out, lse = attention(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), spans([s_q] * b), spans([s_k] * b),
                          causal=causal)
     ref = (out.reshape(b, s_q, h, d), lse.reshape(h, b, s_q).transpose(0, 1))  # lse (batch, heads, seqlen_q)
     compare(ours, theirs, ref, want_lse, f"dense causal={causal} seed={seed}")

@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import vflash  # noqa: E402
+from torch_reference import attention, spans_of_cu  # noqa: E402
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to torch")
 
@@ -17,42 +18,9 @@ TOL = {torch.float16: 2e-3, torch.bfloat16: 1e-2}  # relative to max |ref|, per 
 LENGTHS = [0, 1, 63, 64, 65, 4096]
 
 
-def torch_reference(q, k, v, cu_q, cu_k, scale=None, causal=False, window=(-1, -1), softcap=0.0):
-    """float32 softmax(QK^T)V per sequence with vflash's mask conventions -> out, lse (heads_q, total_q)."""
-    q, k, v = q.float(), k.float(), v.float()
-    total_q, heads_q, d = q.shape
-    group = heads_q // k.shape[1]
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
-    out = torch.zeros(total_q, heads_q, v.shape[2], device=q.device)
-    lse = torch.full((heads_q, total_q), -math.inf, device=q.device)
-    cu_q, cu_k = cu_q.tolist(), cu_k.tolist()
-    left, right = window
-    if causal:
-        right = 0
-    for b in range(len(cu_q) - 1):
-        q0, q1, k0, k1 = cu_q[b], cu_q[b + 1], cu_k[b], cu_k[b + 1]
-        if q1 == q0:
-            continue
-        i = torch.arange(q1 - q0, device=q.device)[:, None]
-        j = torch.arange(k1 - k0, device=q.device)[None, :]
-        diagonal = i + (k1 - k0) - (q1 - q0)
-        keep = torch.ones(q1 - q0, k1 - k0, dtype=torch.bool, device=q.device)
-        if left >= 0:
-            keep &= j >= diagonal - left
-        if right >= 0:
-            keep &= j <= diagonal + right
-        qs = q[q0:q1].transpose(0, 1)  # (h, Lq, d)
-        ks = k[k0:k1].repeat_interleave(group, dim=1).transpose(0, 1)
-        vs = v[k0:k1].repeat_interleave(group, dim=1).transpose(0, 1)
-        s = scale * qs @ ks.transpose(1, 2)
-        if softcap > 0:
-            s = softcap * torch.tanh(s / softcap)
-        s = s.masked_fill(~keep, -math.inf)
-        row_lse = torch.logsumexp(s, dim=-1)  # -inf for rows that see no key
-        p = torch.exp(s - torch.where(torch.isinf(row_lse), 0.0, row_lse)[..., None])
-        out[q0:q1] = (p @ vs).transpose(0, 1)
-        lse[:, q0:q1] = row_lse
-    return out, lse
+def torch_reference(q, k, v, cu_q, cu_k, **options):
+    """float32 softmax(QK^T)V per sequence -> out, lse (heads_q, total_q)."""
+    return attention(q, k, v, *spans_of_cu(cu_q, cu_k), **options)
 
 
 def check(got, want, dtype, what):
@@ -282,8 +250,8 @@ def test_gpu_matches_float32_reference(head_dim, dtype, mode, seed):
     torch.cuda.synchronize()
     assert got is out and lse.shape == (heads_q, q.shape[0]) and lse.dtype == torch.float32
     want, want_lse = torch_reference(
-        q, k, v, cu_q, cu_k, None, options.get("causal", False), options.get("window_size", (-1, -1)),
-        options.get("softcap", 0.0),
+        q, k, v, cu_q, cu_k, causal=options.get("causal", False), window=options.get("window_size", (-1, -1)),
+        softcap=options.get("softcap", 0.0),
     )
     kernel = vflash.varlen_kernel_name(q, k, v, cu_q, cu_k, max(LENGTHS), max(lengths_k), return_lse=True, **options)
     what = f"d={head_dim} {dtype} {mode} seed={seed} kernel={kernel}"
