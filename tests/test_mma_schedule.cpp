@@ -1,5 +1,5 @@
 // The mma kernel's tile order (no GPU needed): tile_index must name every
-// (pair, head group) exactly once, and keep the tile list's longest-first
+// (query block, head group) exactly once, and keep the tile list's longest-first
 // order unless head-major, which only equal unmasked tiles of sequences over
 // several query blocks take. And the shapes' switches: warp pairs
 // (key_split) for d256 only where two of their CTAs fit an SM, the lagging
@@ -15,7 +15,7 @@ namespace vflash::mma {
 namespace {
 
 struct Order {
-  int num_pairs, head_groups;
+  int num_blocks, head_groups;
   bool head_major;
 };
 
@@ -24,27 +24,27 @@ class TileOrder : public ::testing::TestWithParam<Order> {};
 TEST_P(TileOrder, NamesEveryTileOnce) {
   const Order o = GetParam();
   std::set<std::pair<int, int>> seen;
-  for (int t = 0; t < o.num_pairs * o.head_groups; ++t) {
-    const TileIndex i = tile_index(t, o.num_pairs, o.head_groups, o.head_major);
-    ASSERT_GE(i.pair, 0) << "tile " << t;
-    ASSERT_LT(i.pair, o.num_pairs) << "tile " << t;
+  for (int t = 0; t < o.num_blocks * o.head_groups; ++t) {
+    const TileIndex i = tile_index(t, o.num_blocks, o.head_groups, o.head_major);
+    ASSERT_GE(i.query_block, 0) << "tile " << t;
+    ASSERT_LT(i.query_block, o.num_blocks) << "tile " << t;
     ASSERT_GE(i.head_group, 0) << "tile " << t;
     ASSERT_LT(i.head_group, o.head_groups) << "tile " << t;
-    ASSERT_TRUE(seen.insert({i.pair, i.head_group}).second) << "tile " << t << " repeats a tile";
+    ASSERT_TRUE(seen.insert({i.query_block, i.head_group}).second) << "tile " << t << " repeats a tile";
   }
-  EXPECT_EQ(int(seen.size()), o.num_pairs * o.head_groups);
+  EXPECT_EQ(int(seen.size()), o.num_blocks * o.head_groups);
 }
 
 TEST_P(TileOrder, KeepsTheListOrder) {
   const Order o = GetParam();
   TileIndex prev{-1, -1};
-  for (int t = 0; t < o.num_pairs * o.head_groups; ++t) {
-    const TileIndex i = tile_index(t, o.num_pairs, o.head_groups, o.head_major);
+  for (int t = 0; t < o.num_blocks * o.head_groups; ++t) {
+    const TileIndex i = tile_index(t, o.num_blocks, o.head_groups, o.head_major);
     if (o.head_major) {  // one head group after the other, each over the whole list
-      EXPECT_EQ(i.head_group, t / o.num_pairs);
-      EXPECT_EQ(i.pair, t % o.num_pairs);
-    } else if (t > 0) {  // the list's pairs in order, each with all its head groups
-      EXPECT_GE(i.pair, prev.pair) << "tile " << t << " goes back in the list";
+      EXPECT_EQ(i.head_group, t / o.num_blocks);
+      EXPECT_EQ(i.query_block, t % o.num_blocks);
+    } else if (t > 0) {  // the list's query blocks in order, each with all its head groups
+      EXPECT_GE(i.query_block, prev.query_block) << "tile " << t << " goes back in the list";
       EXPECT_EQ(i.head_group, t % o.head_groups);
     }
     prev = i;

@@ -8,8 +8,8 @@
 // into one FFMA per score before ex2).
 //
 // With key_split (TileConfig), two warps share a group of rows: each computes
-// Q*K^T for half of a block's keys, the pair agrees on the row maxima and
-// trades P through shared memory (named barrier per pair), and each computes
+// Q*K^T for half of a block's keys, the warp pair agrees on the row maxima and
+// trades P through shared memory (named barrier per warp pair), and each computes
 // P*V for half of the output columns, so each K and V fragment feeds two m
 // atoms where one warp could not hold the accumulators of both (d256).
 //
@@ -33,14 +33,14 @@ namespace vflash::mma {
 
 struct FwdArgs {
   FwdParams p;
-  TileListHeader* header;  // null when the pairs are implied (pairs_implied)
-  const TilePair* pairs;
-  int implied_pairs;       // their count then
+  TileListHeader* header;    // null when the query blocks are implied (query_blocks_implied)
+  const QueryBlock* blocks;
+  int implied_blocks;        // their count then
   float exp2_scale;  // score -> log2 units: softmax_scale*log2e (log2e after the softcap)
   float softcap;     // 0: none; else scores become softcap * tanh(score * softcap_in)
   float softcap_in;  // softmax_scale / softcap
   int group;         // query heads per key/value head
-  int pack;          // query heads stacked in a tile's rows (stacked_heads)
+  int stacked_heads;  // query heads stacked in a tile's rows (stacked_heads())
 };
 
 // Shared-memory layout of a [rows][kChunks] tile of 16-byte chunks (8
@@ -87,9 +87,9 @@ struct FwdTile {
   static constexpr int kPitch = row_pitch(kChunks);  // chunks per shared-memory row
   static constexpr uint32_t kRowBytes = kPitch * 16;
   static constexpr int kSteps = kBucket / 16;          // reduction steps of Q*K^T
-  static constexpr int kOutSteps = kSteps / kSplit;    // a warp's output pairs of P*V
+  static constexpr int kOutSteps = kSteps / kSplit;    // a warp's 16-column output steps of P*V
   static constexpr int kNTiles = kBlockN / 8 / kSplit;  // a warp's 8-key tiles of S
-  // Key split: a pair's P buffer is one 128-byte line per row (64 keys), and
+  // Key split: a warp pair's P buffer is one 128-byte line per row (64 keys), and
   // each warp's output columns start on a line of V (whole swizzle periods).
   static_assert(!kKeySplit || (kWarps % 2 == 0 && kBlockN == 64 && kSteps % 8 == 0));
   // Q fragments stay in registers when they and S are small; otherwise Q is
@@ -105,7 +105,7 @@ struct FwdTile {
 
   // Issue cp.async of a [kRows][kChunks] tile whose row 0 is at g; rows >=
   // rows_valid and chunks >= chunks_data read as zero (the bucket's padding).
-  // kStacked: tile row r is token r / pack, head r % pack past g (Q of
+  // kStacked: tile row r is token r / stacked, head r % stacked past g (Q of
   // stacked query heads); otherwise row r is at g + r * row_stride.
   // A pass copies kGroupsPerPass blocks of 8 rows, thread t the chunk
   // t % kPitch of row t / kPitch of such a block (threads past them, and
@@ -116,7 +116,7 @@ struct FwdTile {
   // (the copies sit in the loop over key blocks, where every issue slot counts).
   template <int kRows, bool kStacked = false>
   static __device__ __forceinline__ void load(uint32_t s_base, const Elem* g, int64_t row_stride,
-                                              int rows_valid, int chunks_data, int pack = 1,
+                                              int rows_valid, int chunks_data, int stacked = 1,
                                               int64_t head_stride = 0) {
     constexpr int kBlockCopies = 8 * kPitch;  // one block of 8 rows
     // With fewer threads than a block's copies (d160..d256 on 4 warps) a pass
@@ -142,7 +142,7 @@ struct FwdTile {
         const int row = row0 + i * kRowsPerPass;
         if (kRows % kRowsPerPass == 0 || row < kRows) {
           const bool valid = chunk_valid && row < rows_valid;
-          const Elem* at = g + (row / pack) * row_stride + (row % pack) * head_stride + chunk * 8;
+          const Elem* at = g + (row / stacked) * row_stride + (row % stacked) * head_stride + chunk * 8;
           cp_async_16(dst(i), valid ? at : g, valid);
         }
       }
@@ -169,21 +169,21 @@ struct FwdTile {
   }
 };
 
-// Where one tile's tensors are: its pair (from shared memory) and head.
+// Where one tile's tensors are: its query block (from shared memory) and head.
 template <class Elem, int kBlockM>
 struct TileView {
-  TilePair g;
-  int head, head_k;  // the first of the tile's a.pack query heads; their key/value head
-  int tokens_valid;  // of the pair's query block in its sequence
-  int rows_valid;    // tile rows: tokens_valid * a.pack
+  QueryBlock g;
+  int head, head_k;  // the first of the tile's a.stacked_heads query heads; their key/value head
+  int tokens_valid;  // of the query block in its sequence
+  int rows_valid;    // tile rows: tokens_valid * a.stacked_heads
 
-  // The tile of (pair, head group): query heads [group * pack, (group + 1) * pack).
-  __device__ __forceinline__ TileView(const TilePair& pair, int head_group, const FwdArgs& a)
-      : g(pair) {
-    head = head_group * a.pack;
+  // The tile of (query block, head group): query heads [group * stacked, (group + 1) * stacked).
+  __device__ __forceinline__ TileView(const QueryBlock& qb, int head_group, const FwdArgs& a)
+      : g(qb) {
+    head = head_group * a.stacked_heads;
     head_k = head / a.group;
-    tokens_valid = min(kBlockM / a.pack, g.seqlen_q - g.m0);
-    rows_valid = tokens_valid * a.pack;
+    tokens_valid = min(kBlockM / a.stacked_heads, g.seqlen_q - g.m0);
+    rows_valid = tokens_valid * a.stacked_heads;
   }
   __device__ __forceinline__ const Elem* q(const FwdParams& p) const {
     return static_cast<const Elem*>(p.q) + g.batch * p.q_batch_stride +
@@ -226,14 +226,14 @@ __global__ void __launch_bounds__(kWarps * 32)
   // softmax and P*V; two barriers per block, in half the shared memory.
   extern __shared__ __align__(128) uint4 smem[];
   // The CTA's i-th tile uses slot i % 3: thread 0 fetches the next tile's
-  // pair while the CTA works on this one, and the epilogue re-reads this
+  // query block while the CTA works on this one, and the epilogue re-reads this
   // one's (rather than holding it in registers across the key loop: a
   // per-block spill reload on d128), possibly after thread 0 has started the
   // next tile.
-  __shared__ TilePair pair_slot[3];
+  __shared__ QueryBlock block_slot[3];
   __shared__ int next_slot[3];  // the tile after this one
-  // Key split: each warp's row maxima (then its row sums) for its partner.
-  __shared__ float pair_rows[kKeySplit ? kWarps : 1][16 * kMAtoms];
+  // Key split: each warp's row maxima (then its row sums) for its warp-pair partner.
+  __shared__ float partner_rows[kKeySplit ? kWarps : 1][16 * kMAtoms];
   const uint32_t sQ = smem_addr(smem);
   const uint32_t sK = sQ + kBlockM * T::kRowBytes;
   const uint32_t sV = sK + kKVStages * kKVBytes;
@@ -253,39 +253,39 @@ __global__ void __launch_bounds__(kWarps * 32)
                                     (lane >> 3) & 1);
   const LaneOffsets<kChunks> v_lane(sV + key_half * T::kOutSteps * 32, lane & 15, lane >> 4);
   // V rows of the warp's own keys (its P in registers) and of its partner's
-  // (their P from the pair's buffer, sP: row r of the pair's rows at line r,
+  // (their P from the warp pair's buffer, sP: row r of the warp pair's rows at line r,
   // chunk c of 8 keys at slot (c ^ r) & 7).
   const uint32_t v_own = key_half * (kBlockN / 2) * T::kRowBytes, v_other = (kBlockN / 2) * T::kRowBytes - v_own;
   const uint32_t sP = sV + kKVStages * kKVBytes + warp / 2 * (16 * kMAtoms) * 128;
   const LaneOffsets<8> p_lane(sP, lane & 15, (lane >> 4) ^ ((key_half ^ 1) * 4));
   const int p_slot = (lane >> 2) ^ (key_half * 4);  // own chunk t of a row sits at slot t ^ p_slot
   const uint32_t p_store = sP + (lane >> 2) * 128 + (lane & 3) * 4;
-  const int head_groups = p.heads_q / args.pack;
-  // Pairs implied (dense, no mask: never with row bounds) or from the list.
+  const int head_groups = p.heads_q / args.stacked_heads;
+  // Query blocks implied (dense, no mask: never with row bounds) or from the list.
   // num_tiles fits int32: validation bounds (total_q + batch) * heads_q.
   const bool implied = !kRowBounds && args.header == nullptr;
-  const int num_pairs = implied ? args.implied_pairs : args.header->num_pairs, num_tiles = num_pairs * head_groups;
+  const int num_blocks = implied ? args.implied_blocks : args.header->num_blocks, num_tiles = num_blocks * head_groups;
   const bool equal_costs = implied || args.header->equal_costs != 0;
-  // Tile t -> (pair, head group): tile_index (mma_schedule.cuh); never head-major with row bounds.
-  const bool head_major = !kRowBounds && (implied ? head_major_order(p, true, num_pairs) : args.header->head_major != 0);
-  const auto pair_of = [&](int t) { return tile_index(t, num_pairs, head_groups, head_major).pair; };
-  const auto group_of = [&](int t) { return tile_index(t, num_pairs, head_groups, head_major).head_group; };
+  // Tile t -> (query block, head group): tile_index (mma_schedule.cuh); never head-major with row bounds.
+  const bool head_major = !kRowBounds && (implied ? head_major_order(p, true, num_blocks) : args.header->head_major != 0);
+  const auto block_of = [&](int t) { return tile_index(t, num_blocks, head_groups, head_major).query_block; };
+  const auto group_of = [&](int t) { return tile_index(t, num_blocks, head_groups, head_major).head_group; };
 
-  // Thread 0 puts a tile's pair into a slot (complete after the next wait
+  // Thread 0 puts a tile's query block into a slot (complete after the next wait
   // and barrier): derived, or copied from the list.
-  auto fetch_pair = [&](int tile, int slot) {
+  auto fetch_block = [&](int tile, int slot) {
     if (tid != 0) return;
     if (implied) {
-      pair_slot[slot] = implied_pair(p, pair_of(tile), kBlockM / args.pack, kBlockN);
+      block_slot[slot] = implied_query_block(p, block_of(tile), kBlockM / args.stacked_heads, kBlockN);
     } else {
-      const char* src = reinterpret_cast<const char*>(args.pairs + pair_of(tile));
-      cp_async_16(smem_addr(&pair_slot[slot]), src, true);
-      cp_async_16(smem_addr(&pair_slot[slot]) + 16, src + 16, true);
+      const char* src = reinterpret_cast<const char*>(args.blocks + block_of(tile));
+      cp_async_16(smem_addr(&block_slot[slot]), src, true);
+      cp_async_16(smem_addr(&block_slot[slot]) + 16, src + 16, true);
     }
   };
   auto load_q = [&](const View& view) {
-    if (args.pack > 1)
-      T::template load<kBlockM, true>(sQ, view.q(p), p.q_row_stride, view.rows_valid, q_data_chunks, args.pack,
+    if (args.stacked_heads > 1)
+      T::template load<kBlockM, true>(sQ, view.q(p), p.q_row_stride, view.rows_valid, q_data_chunks, args.stacked_heads,
                                       p.q_head_stride);
     else
       T::template load<kBlockM>(sQ, view.q(p), p.q_row_stride, view.rows_valid, q_data_chunks);
@@ -311,13 +311,13 @@ __global__ void __launch_bounds__(kWarps * 32)
 
   int tile = blockIdx.x;
   if (tile >= num_tiles) return;
-  fetch_pair(tile, 0);
+  fetch_block(tile, 0);
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
   int stage = 0;  // stage of the block computed next
   {
-    const View first(pair_slot[0], group_of(tile), args);
+    const View first(block_slot[0], group_of(tile), args);
     load_q(first);
     load_first(first, stage);
     cp_async_commit();
@@ -335,12 +335,12 @@ __global__ void __launch_bounds__(kWarps * 32)
     if (tid == 0) {
       const int claimed = equal_costs ? tile + int(gridDim.x) : int(gridDim.x) + atomicAdd(&args.header->claimed, 1);
       next_slot[slot] = claimed;
-      if (claimed < num_tiles) fetch_pair(claimed, following(slot));
+      if (claimed < num_tiles) fetch_block(claimed, following(slot));
     }
     cp_async_commit();
     const auto next = [&] { return next_slot[slot]; };
     const auto has_next = [&] { return next_slot[slot] < num_tiles; };
-    const View cur(pair_slot[slot], group_of(tile), args);
+    const View cur(block_slot[slot], group_of(tile), args);
     const int sq = cur.g.seqlen_q, sk = cur.g.seqlen_k, m0 = cur.g.m0;
     const int rows_valid = cur.rows_valid, m_last = m0 + cur.tokens_valid - 1;
     const int nb_first = cur.g.nb_first, nb_end = cur.g.nb_end;
@@ -354,7 +354,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int hi = has_hi ? int(shift + p.window_right) : 0;
 
     // A warp whose rows all lie past the tile's valid rows skips the tile.
-    // Key-split pairs always run (their extra rows are never stored): every
+    // Key-split warp pairs always run (their extra rows are never stored): every
     // warp then meets the same barriers, without which racecheck loses track
     // of the CTA barriers and reports hazards that do not exist.
     const bool warp_active = kKeySplit || warp_row0 < rows_valid;
@@ -375,7 +375,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       cp_async_wait<0>();
       __syncthreads();
       if (has_next()) {
-        const View nxt(pair_slot[following(slot)], group_of(next()), args);
+        const View nxt(block_slot[following(slot)], group_of(next()), args);
         load_q(nxt);
         load_first(nxt, stage);
       }
@@ -391,7 +391,7 @@ __global__ void __launch_bounds__(kWarps * 32)
           load_k(cur, nb - 1, stage ^ 1);
           load_v(cur, nb - 1, stage ^ 1);
         } else if (has_next()) {
-          load_first(View(pair_slot[following(slot)], group_of(next()), args), stage ^ 1);
+          load_first(View(block_slot[following(slot)], group_of(next()), args), stage ^ 1);
         }
       } else {
         load_v(cur, nb, 0);
@@ -402,7 +402,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       // Every warp is done with Q at a tile's last block: the next tile's Q may load.
       const auto load_next_q = [&] {
         __syncthreads();
-        if (has_next()) load_q(View(pair_slot[following(slot)], group_of(next()), args));
+        if (has_next()) load_q(View(block_slot[following(slot)], group_of(next()), args));
         cp_async_commit();
       };
       // One stage, after Q*K^T: V of this block lands; every warp is done
@@ -413,7 +413,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         if (nb > nb_first) {
           load_k(cur, nb - 1, 0);
         } else if (has_next()) {
-          const View nxt(pair_slot[following(slot)], group_of(next()), args);
+          const View nxt(block_slot[following(slot)], group_of(next()), args);
           load_q(nxt);
           load_first(nxt, 0);
         }
@@ -489,7 +489,7 @@ __global__ void __launch_bounds__(kWarps * 32)
             for (int ma = 0; ma < kMAtoms; ++ma)
 #pragma unroll
               for (int half = 0; half < 2; ++half) {
-                const int row = m0 + (warp_row0 + ma * 16 + (lane >> 2) + half * 8) / args.pack;
+                const int row = m0 + (warp_row0 + ma * 16 + (lane >> 2) + half * 8) / args.stacked_heads;
                 const int first = has_lo ? row + lo - col0 : -kBlockN;
                 const int last = (has_hi ? min(row + hi, sk - 1) : sk - 1) - col0;
 #pragma unroll
@@ -540,13 +540,13 @@ __global__ void __launch_bounds__(kWarps * 32)
           }
           row_sum[ma][half] = row_sum[ma][half] * corr[ma][half] + sum;
         };
-        const auto pack_p = [&](int ma) {
+        const auto p_fragments = [&](int ma) {
 #pragma unroll
           for (int kk = 0; kk < kNTiles / 2; ++kk) {
-            pf[0][ma][kk][0] = pack2<Elem>(s[ma][2 * kk][0], s[ma][2 * kk][1]);
-            pf[0][ma][kk][1] = pack2<Elem>(s[ma][2 * kk][2], s[ma][2 * kk][3]);
-            pf[0][ma][kk][2] = pack2<Elem>(s[ma][2 * kk + 1][0], s[ma][2 * kk + 1][1]);
-            pf[0][ma][kk][3] = pack2<Elem>(s[ma][2 * kk + 1][2], s[ma][2 * kk + 1][3]);
+            pf[0][ma][kk][0] = to_elem_x2<Elem>(s[ma][2 * kk][0], s[ma][2 * kk][1]);
+            pf[0][ma][kk][1] = to_elem_x2<Elem>(s[ma][2 * kk][2], s[ma][2 * kk][3]);
+            pf[0][ma][kk][2] = to_elem_x2<Elem>(s[ma][2 * kk + 1][0], s[ma][2 * kk + 1][1]);
+            pf[0][ma][kk][3] = to_elem_x2<Elem>(s[ma][2 * kk + 1][2], s[ma][2 * kk + 1][3]);
           }
         };
         float mxs[kMAtoms][2];
@@ -562,15 +562,15 @@ __global__ void __launch_bounds__(kWarps * 32)
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
             if constexpr (kKeySplit) {
               mxs[ma][half] = mx;
-              pair_rows[warp][ma * 16 + half * 8 + (lane >> 2)] = mx;
+              partner_rows[warp][ma * 16 + half * 8 + (lane >> 2)] = mx;
             } else {
               exponentiate(ma, half, mx);
             }
           }
-          if constexpr (!kKeySplit) pack_p(ma);
+          if constexpr (!kKeySplit) p_fragments(ma);
         }
         if constexpr (kKeySplit) {
-          // The pair's common maxima; then each warp's P into the pair's
+          // The warp pair's common maxima; then each warp's P into the pair's
           // buffer, for the partner's P*V after the warp's own keys. (Both
           // buffers are rewritten only after the next block's top barrier.)
           pair_barrier<kWarps / 2>(warp / 2);
@@ -578,8 +578,8 @@ __global__ void __launch_bounds__(kWarps * 32)
           for (int ma = 0; ma < kMAtoms; ++ma) {
 #pragma unroll
             for (int half = 0; half < 2; ++half)
-              exponentiate(ma, half, fmaxf(mxs[ma][half], pair_rows[warp ^ 1][ma * 16 + half * 8 + (lane >> 2)]));
-            pack_p(ma);
+              exponentiate(ma, half, fmaxf(mxs[ma][half], partner_rows[warp ^ 1][ma * 16 + half * 8 + (lane >> 2)]));
+            p_fragments(ma);
 #pragma unroll
             for (int kk = 0; kk < kNTiles / 2; ++kk)
 #pragma unroll
@@ -634,7 +634,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 
     // Epilogue: O / rowsum, and LSE; rows without a visible key give 0 and -inf.
     if (warp_active) {
-      const View fin(pair_slot[slot], group_of(tile), args);
+      const View fin(block_slot[slot], group_of(tile), args);
       Elem* o_base = fin.o(p) + key_half * T::kOutSteps * 16;
       const auto quad_sum = [&](int ma, int half) {
         float sum = row_sum[ma][half];
@@ -649,14 +649,14 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
           for (int half = 0; half < 2; ++half) {
             row_sum[ma][half] = quad_sum(ma, half);
-            pair_rows[warp][ma * 16 + half * 8 + (lane >> 2)] = row_sum[ma][half];
+            partner_rows[warp][ma * 16 + half * 8 + (lane >> 2)] = row_sum[ma][half];
           }
         pair_barrier<kWarps / 2>(warp / 2);
 #pragma unroll
         for (int ma = 0; ma < kMAtoms; ++ma)
 #pragma unroll
           for (int half = 0; half < 2; ++half)
-            row_sum[ma][half] += pair_rows[warp ^ 1][ma * 16 + half * 8 + (lane >> 2)];
+            row_sum[ma][half] += partner_rows[warp ^ 1][ma * 16 + half * 8 + (lane >> 2)];
       }
 #pragma unroll
       for (int ma = 0; ma < kMAtoms; ++ma) {
@@ -666,13 +666,13 @@ __global__ void __launch_bounds__(kWarps * 32)
           const float inv = sum > 0.f ? 1.f / sum : 0.f;
           const int r = warp_row0 + ma * 16 + (lane >> 2) + half * 8;
           if (r < fin.rows_valid) {
-            const int token = r / args.pack, stacked = r % args.pack;  // of the tile's stacked heads
+            const int token = r / args.stacked_heads, stacked = r % args.stacked_heads;  // of the tile's stacked heads
             Elem* orow = o_base + token * p.o_row_stride + stacked * p.o_head_stride + 2 * (lane & 3);
 #pragma unroll
             for (int t = 0; t < 2 * T::kOutSteps; ++t)
               if (key_half * 2 * T::kOutSteps + t < out_tiles)
                 *reinterpret_cast<uint32_t*>(orow + t * 8) =
-                    pack2<Elem>(o[ma][t][2 * half] * inv, o[ma][t][2 * half + 1] * inv);
+                    to_elem_x2<Elem>(o[ma][t][2 * half] * inv, o[ma][t][2 * half + 1] * inv);
             if (p.lse != nullptr && (lane & 3) == 0 && key_half == 0) {
               const float lse2 = sum > 0.f ? row_max[ma][half] * args.exp2_scale + __log2f(sum) : -INFINITY;
               p.lse[fin.g.batch * p.lse_batch_stride + (fin.head + stacked) * p.lse_head_stride + fin.g.q_start +
@@ -689,26 +689,26 @@ __global__ void __launch_bounds__(kWarps * 32)
   cp_async_wait<0>();
 }
 
-// Launch of one instantiation: the tile-list prepass (unless the pairs are
-// implied), then the persistent grid (as many CTAs as fit on the device at
+// Launch of one instantiation: the tile-list prepass (unless the query blocks
+// are implied), then the persistent grid (as many CTAs as fit on the device at
 // once, never more than tiles).
 template <class Elem, int kBucket, int kWarps, int kMAtoms, int kBlockN, int kKVStages = 2, bool kKeySplit = false,
           bool kLaggedMax = true>
 int launch_fwd_tiles(const FwdParams& p) {
   constexpr TileConfig cfg{kWarps, kMAtoms, kBlockN, kKVStages, kKeySplit, kLaggedMax};
   constexpr int kBlockM = cfg.block_m();
-  const int pack = stacked_heads(p, kBlockM);
-  const int tokens = kBlockM / pack;  // per query block of the tile list
-  const int64_t max_tiles = max_query_blocks(p, tokens) * (p.heads_q / pack);
+  const int stacked = stacked_heads(p, kBlockM);
+  const int tokens = kBlockM / stacked;  // per query block of the tile list
+  const int64_t max_tiles = max_query_blocks(p, tokens) * (p.heads_q / stacked);
   if (max_tiles == 0) return cudaSuccess;
-  const bool implied = pairs_implied(p);
+  const bool implied = query_blocks_implied(p);
   TileListHeader* header = nullptr;
-  TilePair* pairs = nullptr;
+  QueryBlock* blocks = nullptr;
   if (!implied) {
     if (p.workspace == nullptr || p.workspace_bytes < tile_list_bytes(p, tokens)) return cudaErrorInvalidValue;
     header = static_cast<TileListHeader*>(p.workspace);
-    pairs = reinterpret_cast<TilePair*>(header + 1);
-    if (int err = launch_tile_list(p, tokens, kBlockN, header, pairs); err != cudaSuccess) return err;
+    blocks = reinterpret_cast<QueryBlock*>(header + 1);
+    if (int err = launch_tile_list(p, tokens, kBlockN, header, blocks); err != cudaSuccess) return err;
   }
 
   auto kernel = p.has_window()
@@ -732,10 +732,10 @@ int launch_fwd_tiles(const FwdParams& p) {
   FwdArgs args;
   args.p = p;
   args.header = header;
-  args.pairs = pairs;
-  args.implied_pairs = implied ? int(max_query_blocks(p, tokens)) : 0;
+  args.blocks = blocks;
+  args.implied_blocks = implied ? int(max_query_blocks(p, tokens)) : 0;
   args.group = p.heads_q / p.heads_k;
-  args.pack = pack;
+  args.stacked_heads = stacked;
   args.softcap = p.softcap;
   args.softcap_in = p.softcap > 0.f ? p.softmax_scale / p.softcap : 0.f;
   args.exp2_scale = p.softcap > 0.f ? kernels::kLog2e : p.softmax_scale * kernels::kLog2e;

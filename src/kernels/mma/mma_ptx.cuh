@@ -78,7 +78,7 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
 
 // Two floats as one register of two 16-bit values (lo in the low half).
 template <class Elem>
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+__device__ __forceinline__ uint32_t to_elem_x2(float lo, float hi) {
   uint32_t r;
   if constexpr (std::is_same_v<Elem, __nv_bfloat16>) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);

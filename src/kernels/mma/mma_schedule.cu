@@ -1,5 +1,5 @@
-// The tile-list prepass: one CTA counting-sorts the (sequence, query block)
-// pairs by the number of key blocks they visit, most first, so that the
+// The tile-list prepass: one CTA counting-sorts the query blocks
+// (sequence, block of query rows) by the number of key blocks they visit, most first, so that the
 // persistent main kernel starts the longest tiles first.
 #include <cuda_runtime.h>
 
@@ -11,30 +11,30 @@ namespace {
 constexpr int kPrepassThreads = 1024;
 constexpr int kCostBins = kPrepassThreads;  // costs beyond kCostBins - 1 blocks share the last bin
 
-// Calls visit(pair, bin) for every pair; bin 0 holds the most work.
+// Calls visit(query block, bin) for every query block; bin 0 holds the most work.
 // A warp per sequence, its lanes over the sequence's query blocks.
 template <class Visit>
-__device__ void for_each_pair(const FwdParams& p, int block_m, int block_n, Visit visit) {
+__device__ void for_each_query_block(const FwdParams& p, int block_m, int block_n, Visit visit) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int b = warp; b < p.batch; b += kPrepassThreads / 32) {
     const SeqExtent e = seq_extent(p, b);
     const int blocks = kernels::blocks_of(e.seqlen_q, block_m);
     for (int mb = lane; mb < blocks; mb += 32) {
-      const TilePair pair = make_pair(p, b, e, mb * block_m, block_m, block_n);
-      visit(pair, kCostBins - 1 - min(pair.nb_end - pair.nb_first, kCostBins - 1));
+      const QueryBlock qb = make_query_block(p, b, e, mb * block_m, block_m, block_n);
+      visit(qb, kCostBins - 1 - min(qb.nb_end - qb.nb_first, kCostBins - 1));
     }
   }
 }
 
 __global__ void __launch_bounds__(kPrepassThreads)
     build_tile_list(const __grid_constant__ FwdParams p, int block_m, int block_n,
-                    TileListHeader* header, TilePair* pairs) {
+                    TileListHeader* header, QueryBlock* blocks) {
   __shared__ int bins[kCostBins];
   __shared__ int warp_totals[kPrepassThreads / 32];
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   bins[tid] = 0;
   __syncthreads();
-  for_each_pair(p, block_m, block_n, [&](const TilePair&, int bin) { atomicAdd(&bins[bin], 1); });
+  for_each_query_block(p, block_m, block_n, [&](const QueryBlock&, int bin) { atomicAdd(&bins[bin], 1); });
   __syncthreads();
 
   // Exclusive prefix sum of the bins, one bin per thread.
@@ -59,25 +59,25 @@ __global__ void __launch_bounds__(kPrepassThreads)
   const int total = warp_totals[kPrepassThreads / 32 - 1];
   bins[tid] = offset;
   if (tid == 0) {
-    header->num_pairs = total;
+    header->num_blocks = total;
     header->claimed = 0;
     header->equal_costs = 1;
   }
   __syncthreads();
-  if (count > 0 && count < total) header->equal_costs = 0;  // pairs in more than one bin
+  if (count > 0 && count < total) header->equal_costs = 0;  // blocks in more than one bin
   __syncthreads();
   if (tid == 0) header->head_major = head_major_order(p, header->equal_costs != 0, total);
-  for_each_pair(p, block_m, block_n, [&](const TilePair& pair, int bin) {
-    pairs[atomicAdd(&bins[bin], 1)] = pair;
+  for_each_query_block(p, block_m, block_n, [&](const QueryBlock& qb, int bin) {
+    blocks[atomicAdd(&bins[bin], 1)] = qb;
   });
 }
 
 }  // namespace
 
 int launch_tile_list(const FwdParams& p, int block_m, int block_n, TileListHeader* header,
-                     TilePair* pairs) {
+                     QueryBlock* blocks) {
   build_tile_list<<<1, kPrepassThreads, 0, static_cast<cudaStream_t>(p.stream)>>>(
-      p, block_m, block_n, header, pairs);
+      p, block_m, block_n, header, blocks);
   return cudaGetLastError();
 }
 

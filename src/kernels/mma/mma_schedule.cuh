@@ -1,7 +1,7 @@
 // Tile shapes per head-dim bucket, the key-block range of a query block, and
-// the varlen tile list: a prepass kernel writes the (sequence, query block)
-// pairs that exist, most key blocks first, into the caller's workspace; the
-// persistent main kernel takes the (pair, head) tiles in that order, or head
+// the varlen tile list: a prepass kernel writes the query blocks (a
+// sequence's block of query rows) that exist, most key blocks first, into the caller's workspace; the
+// persistent main kernel takes the (query block, head) tiles in that order, or head
 // by head when all cost the same (tile_index; CTA c starts with tile c, then
 // claims the next one through the list's header, or takes c + grid, ... when
 // all tiles cost the same), so the longest start first and the short ones
@@ -125,15 +125,15 @@ __device__ __forceinline__ SeqExtent seq_extent(const FwdParams& p, int b) {
   return e;
 }
 
-// One (sequence, query block) pair of the tile list, with what the main kernel
+// One query block of the tile list (block_m / stacked heads rows of one sequence), with what the main kernel
 // needs of it (read by cp.async into shared memory: 32 bytes, 16-aligned).
-struct alignas(16) TilePair {
+struct alignas(16) QueryBlock {
   int batch, m0, q_start, k_start;
   int seqlen_q, seqlen_k, nb_first, nb_end;  // key blocks [nb_first, nb_end) of block_n
 };
 
-// The pair of sequence b's query block at row m0.
-__device__ __forceinline__ TilePair make_pair(const FwdParams& p, int b, const SeqExtent& e, int m0, int block_m,
+// Sequence b's query block at row m0.
+__device__ __forceinline__ QueryBlock make_query_block(const FwdParams& p, int b, const SeqExtent& e, int m0, int block_m,
                                               int block_n) {
   const int m_last = (m0 + block_m < e.seqlen_q ? m0 + block_m : e.seqlen_q) - 1;
   const kernels::KeySpan r = kernels::visible_keys(m0, m_last, e.seqlen_q, e.seqlen_k, p.window_left, p.window_right);
@@ -142,43 +142,43 @@ __device__ __forceinline__ TilePair make_pair(const FwdParams& p, int b, const S
   return {b, m0, int(e.q_start), int(e.k_start), e.seqlen_q, e.seqlen_k, nb_first, nb_end};
 }
 
-// Dense calls without a mask need no tile list: all pairs cost the same and
-// pair i is query block i % blocks of sequence i / blocks (no prepass launch;
+// Dense calls without a mask need no tile list: all query blocks cost the same and
+// block i is query block i % blocks of sequence i / blocks (no prepass launch;
 // docs/tuning.md).
-inline bool pairs_implied(const FwdParams& p) { return !p.is_varlen() && !p.has_window(); }
+inline bool query_blocks_implied(const FwdParams& p) { return !p.is_varlen() && !p.has_window(); }
 
-__device__ __forceinline__ TilePair implied_pair(const FwdParams& p, int i, int block_m, int block_n) {
+__device__ __forceinline__ QueryBlock implied_query_block(const FwdParams& p, int i, int block_m, int block_n) {
   const int blocks = kernels::blocks_of(p.seqlen_q, block_m);
   const int b = i / blocks;
-  return make_pair(p, b, seq_extent(p, b), i % blocks * block_m, block_m, block_n);
+  return make_query_block(p, b, seq_extent(p, b), i % blocks * block_m, block_m, block_n);
 }
 
-// Workspace: a 16-byte header then the pairs, most key blocks first.
+// Workspace: a 16-byte header then the query blocks, most key blocks first.
 struct alignas(16) TileListHeader {
-  int num_pairs;
+  int num_blocks;  // query blocks in the list
   int claimed;      // tiles past the first gridDim.x that CTAs have claimed (zeroed by the prepass)
-  int equal_costs;  // 1: every pair visits as many key blocks (and gets the same bin)
+  int equal_costs;  // 1: every query block visits as many key blocks (and gets the same bin)
   int head_major;   // tile_index's order (set by the prepass)
 };
 
-// The (pair, head group) of tile t. By default the group innermost: tiles
+// The (query block, head group) of tile t. By default the group innermost: tiles
 // keep the list's longest-first order and one sequence's heads run together
 // (whole token rows). head_major (equal tiles of an unmasked call whose
-// sequences span several query blocks): the pair innermost, one head after
+// sequences span several query blocks): the query block innermost, one head after
 // the other, so that the CTAs running at once read the keys and values of few
 // heads and these stay in L2. With one query block per sequence the default
 // order reads whole token rows instead, which is faster there (docs/tuning.md).
 struct TileIndex {
-  int pair, head_group;
+  int query_block, head_group;
 };
 
 // Whether a call's tiles go head by head (the rule above).
-__host__ __device__ __forceinline__ bool head_major_order(const FwdParams& p, bool equal_costs, int num_pairs) {
-  return equal_costs && p.window_left < 0 && p.window_right < 0 && num_pairs > p.batch;
+__host__ __device__ __forceinline__ bool head_major_order(const FwdParams& p, bool equal_costs, int num_blocks) {
+  return equal_costs && p.window_left < 0 && p.window_right < 0 && num_blocks > p.batch;
 }
 
-__host__ __device__ __forceinline__ TileIndex tile_index(int t, int num_pairs, int head_groups, bool head_major) {
-  if (head_major) return {t % num_pairs, t / num_pairs};
+__host__ __device__ __forceinline__ TileIndex tile_index(int t, int num_blocks, int head_groups, bool head_major) {
+  if (head_major) return {t % num_blocks, t / num_blocks};
   return {t / head_groups, t % head_groups};
 }
 
@@ -214,7 +214,7 @@ inline int64_t max_query_blocks(const FwdParams& p, int block_m) {
 }
 
 inline size_t tile_list_bytes(const FwdParams& p, int block_m) {
-  return sizeof(TileListHeader) + sizeof(TilePair) * size_t(max_query_blocks(p, block_m));
+  return sizeof(TileListHeader) + sizeof(QueryBlock) * size_t(max_query_blocks(p, block_m));
 }
 
 // Workspace of a call of `bucket`, whichever of the bucket's shapes it takes.
@@ -230,9 +230,9 @@ inline size_t tile_list_bytes_any_shape(const FwdParams& p, int bucket) {
 // Shared memory a block may opt in to on `device` (queried once per device).
 int smem_per_block_optin(int device, size_t* bytes);
 
-// Launches the prepass on params.stream; pairs are (sequence, query block).
+// Launches the prepass on params.stream; it writes the query blocks to `blocks`.
 int launch_tile_list(const FwdParams& p, int block_m, int block_n, TileListHeader* header,
-                     TilePair* pairs);
+                     QueryBlock* blocks);
 
 // A __global__ function of this family (dispatch's loadability probe).
 const void* tile_list_symbol();
