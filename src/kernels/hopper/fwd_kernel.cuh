@@ -240,7 +240,8 @@ struct Kernel {
     }
   }
 
-  __device__ __forceinline__ static void issue_pv(float (&o)[kDV / 2], const uint32_t (&p)[kBlockN / 16][4], uint32_t v_tile) {
+  __device__ __forceinline__ static void issue_pv(float (&o)[kDV / 2], const uint32_t (&p)[kBlockN / 16][4],
+                                                  uint32_t v_tile) {
     const uint64_t db0 = make_smem_desc(v_tile, kBlockN * kVSwz, 8 * kVSwz, kVSwz);
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk)
@@ -388,7 +389,9 @@ struct Kernel {
   }
 
   // The key blocks that lie wholly inside a key span: [first_whole_block, end_whole_block).
-  __device__ __forceinline__ static int first_whole_block(kernels::KeySpan keys) { return kernels::blocks_of(keys.begin, kBlockN); }
+  __device__ __forceinline__ static int first_whole_block(kernels::KeySpan keys) {
+    return kernels::blocks_of(keys.begin, kBlockN);
+  }
   __device__ __forceinline__ static int end_whole_block(kernels::KeySpan keys) { return keys.end / kBlockN; }
 
   // Where tile row `row` lands: its query row within the sequence and its
