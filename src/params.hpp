@@ -1,6 +1,6 @@
-// Resolved, validated arguments of one attention forward, as every backend
-// (CPU reference and CUDA kernels) consumes them. Built only by validate.cpp;
-// kernels trust it.
+// Resolved, validated arguments of one attention forward or backward, as
+// every backend (CPU reference and CUDA kernels) consumes them. Built only by
+// validate.cpp; kernels trust them.
 #pragma once
 
 #include <cstddef>
@@ -55,6 +55,28 @@ struct FwdParams {
 
   bool is_varlen() const { return cu_seqlens_q != nullptr; }
   bool has_window() const { return window_left >= 0 || window_right >= 0; }
+};
+
+// One varlen attention backward: the forward's arguments (q, k, v, o = the
+// forward's out, lse = its log-sum-exp, both read; masks and shapes) and the
+// gradients. Row r of sequence b, head h of tensor X lives at
+// X + (cu_seqlens[b] + r) * x_row_stride + h * x_head_stride (varlen only:
+// fwd's batch strides are 0). dq is (total_q, heads_q, d), dk (total_k,
+// heads_k, d), dv (total_k, heads_k, d_v), dout (total_q, heads_q, d_v), all of
+// fwd.dtype. Every row of dq, dk and dv is written: rows past the last
+// sequence get zero gradient.
+struct BwdParams {
+  FwdParams fwd;  // fwd.lse is never null
+  const void* dout = nullptr;
+  void* dq = nullptr;
+  void* dk = nullptr;
+  void* dv = nullptr;
+  int64_t dout_row_stride = 0, dout_head_stride = 0;
+  int64_t dq_row_stride = 0, dq_head_stride = 0;
+  int64_t dk_row_stride = 0, dk_head_stride = 0;
+  int64_t dv_row_stride = 0, dv_head_stride = 0;
+  // Bit-identical results run to run (no floating-point atomics).
+  bool deterministic = false;
 };
 
 }  // namespace vflash

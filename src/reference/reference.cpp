@@ -2,7 +2,8 @@
 // of one (sequence, query head) and spread over std::threads; each chunk
 // converts the keys and values it can see to float64 once, then runs a
 // two-pass softmax per row (scores, then max / sum / weighted sum of V), so
-// memory stays linear in the sequence length.
+// memory stays linear in the sequence length. The backward splits the work by
+// (sequence, KV head), so that each chunk owns the dk / dv rows it sums.
 #include "reference/reference.hpp"
 
 #include <algorithm>
@@ -80,6 +81,46 @@ KeyRange visible_keys(const FwdParams& p, const Sequence& s, int64_t r) {
   return {first, std::max(first, last)};
 }
 
+// Runs work() on the calling thread and up to the pool's thread count - 1
+// more; each call of work() takes chunk indices from `next` until it reaches
+// `chunk_count`. The first exception of any worker (e.g. bad_alloc) makes the
+// others stop taking chunks and is rethrown on the calling thread once all
+// have joined (an exception leaving a std::thread's function would
+// std::terminate).
+template <class Work>
+void run_workers(size_t chunk_count, std::atomic<size_t>& next, const Work& work) {
+  std::mutex failure_mutex;
+  std::exception_ptr failure;
+  const auto worker = [&]() noexcept {
+    try {
+      work();
+    } catch (...) {
+      next.store(chunk_count);
+      std::lock_guard lock(failure_mutex);
+      if (!failure) failure = std::current_exception();
+    }
+  };
+
+  const ReferencePoolHooks hooks = current_hooks();
+  const unsigned wanted = hooks.threads ? hooks.threads : std::max(1u, std::thread::hardware_concurrency());
+  const size_t threads = std::min<size_t>(chunk_count, wanted);
+  std::vector<std::thread> pool;
+  try {
+    pool.reserve(threads);
+    for (size_t t = 1; t < threads; ++t) {
+      if (hooks.before_start) hooks.before_start(unsigned(t));
+      pool.emplace_back(worker);
+    }
+  } catch (const std::system_error&) {
+    // No thread to be had (or no memory for the pool): the chunks are taken
+    // from a shared counter, so the threads running and this one do them all.
+  } catch (const std::bad_alloc&) {
+  }
+  worker();
+  for (auto& t : pool) t.join();
+  if (failure) std::rethrow_exception(failure);
+}
+
 struct Chunk {
   int32_t b, h;
   int64_t row_begin, row_end;
@@ -100,12 +141,6 @@ void attend(const FwdParams& p, const Sink& sink, Precision precision = Precisio
   const int d = p.head_dim, dv = p.head_dim_v;
   const int32_t group = p.heads_q / p.heads_k;  // query heads per KV head (GQA)
   std::atomic<size_t> next{0};
-
-  // The first exception of any worker (e.g. bad_alloc): the others stop taking
-  // chunks, and it is rethrown on the calling thread once all have joined (an
-  // exception leaving a std::thread's function would std::terminate).
-  std::mutex failure_mutex;
-  std::exception_ptr failure;
 
   const auto work = [&] {
     // keys_t: the chunk's visible keys transposed, (d, nk), so that scores of
@@ -191,34 +226,108 @@ void attend(const FwdParams& p, const Sink& sink, Precision precision = Precisio
     }
   };
 
-  const auto worker = [&]() noexcept {
-    try {
-      work();
-    } catch (...) {
-      next.store(chunks.size());
-      std::lock_guard lock(failure_mutex);
-      if (!failure) failure = std::current_exception();
+  run_workers(chunks.size(), next, work);
+}
+
+// The gradient of one (sequence, KV head) pair, for each query head of its
+// group: dq rows of those heads, and dk / dv rows of the KV head summed over
+// the group. Per query row the softmax is recomputed in float64 from q and k
+// (the forward's out and lse are not read: this is the exact gradient):
+//   s_j = scale * q.k_j, or softcap * tanh(scale * q.k_j / softcap)
+//   P_j = exp(s_j - lse), lse = log sum_j exp(s_j) over the row's visible keys
+//   dv_j += P_j dout;  dP_j = dout.v_j;  D = sum_j P_j dP_j (= dout.out)
+//   g_j = P_j (dP_j - D) * ds_j/d(q.k_j), where ds/d(q.k) = scale, or with
+//         softcap scale * (1 - (s_j / softcap)^2)
+//   dq = sum_j g_j k_j;  dk_j += g_j q.
+// A row that sees no key has no P: its dq is zero and it adds nothing.
+// sink.dq(row, h, values) / sink.dk(row, hk, values) / sink.dv(row, hk,
+// values) receive every row of every sequence once (row = the packed row),
+// from several threads.
+template <class Sink>
+void differentiate(const BwdParams& bp, const Sink& sink) {
+  const FwdParams& p = bp.fwd;
+  const int d = p.head_dim, dv = p.head_dim_v;
+  const int32_t group = p.heads_q / p.heads_k;
+  std::vector<Chunk> chunks;
+  for (int32_t b = 0; b < p.batch; ++b)
+    for (int32_t hk = 0; hk < p.heads_k; ++hk) chunks.push_back({b, hk, 0, 0});  // h: the KV head
+  std::atomic<size_t> next{0};
+  const double scale = p.softmax_scale, cap = p.softcap;
+
+  const auto work = [&] {
+    std::vector<double> keys, values, dk_sum, dv_sum, q(d), dout(dv), dq(d), scores, probs, dprobs;
+    for (size_t c; (c = next.fetch_add(1)) < chunks.size();) {
+      const int32_t b = chunks[c].b, hk = chunks[c].h;
+      const Sequence s = sequence(p, b);
+      keys.resize(size_t(s.len_k) * d);
+      values.resize(size_t(s.len_k) * dv);
+      dk_sum.assign(size_t(s.len_k) * d, 0.0);
+      dv_sum.assign(size_t(s.len_k) * dv, 0.0);
+      for (int64_t j = 0; j < s.len_k; ++j) {
+        const int64_t row = s.k_start + j;
+        for (int i = 0; i < d; ++i) keys[j * d + i] = load(p.dtype, p.k, row * p.k_row_stride + hk * p.k_head_stride + i);
+        for (int i = 0; i < dv; ++i)
+          values[j * dv + i] = load(p.dtype, p.v, row * p.v_row_stride + hk * p.v_head_stride + i);
+      }
+      for (int32_t h = hk * group; h < (hk + 1) * group; ++h) {
+        for (int64_t r = 0; r < s.len_q; ++r) {
+          const int64_t row = s.q_start + r;
+          std::fill(dq.begin(), dq.end(), 0.0);
+          const KeyRange range = visible_keys(p, s, r);
+          if (range.first < range.last) {
+            for (int i = 0; i < d; ++i) q[i] = load(p.dtype, p.q, row * p.q_row_stride + h * p.q_head_stride + i);
+            for (int i = 0; i < dv; ++i)
+              dout[i] = load(p.dtype, bp.dout, row * bp.dout_row_stride + h * bp.dout_head_stride + i);
+            const int64_t nk = range.last - range.first;
+            scores.resize(size_t(nk));
+            probs.resize(size_t(nk));
+            dprobs.resize(size_t(nk));
+            double max_score = -std::numeric_limits<double>::infinity();
+            for (int64_t j = 0; j < nk; ++j) {
+              const double* kj = &keys[size_t(range.first + j) * d];
+              double dot = 0;
+              for (int i = 0; i < d; ++i) dot += q[i] * kj[i];
+              double sc = scale * dot;
+              if (cap > 0) sc = cap * std::tanh(sc / cap);
+              scores[j] = sc;
+              max_score = std::max(max_score, sc);
+            }
+            double sum = 0;
+            for (int64_t j = 0; j < nk; ++j) sum += std::exp(scores[j] - max_score);
+            const double lse = max_score + std::log(sum);
+            double dot_sum = 0;  // D = sum_j P_j dP_j
+            for (int64_t j = 0; j < nk; ++j) {
+              const double* vj = &values[size_t(range.first + j) * dv];
+              probs[j] = std::exp(scores[j] - lse);
+              double dprob = 0;
+              for (int i = 0; i < dv; ++i) dprob += dout[i] * vj[i];
+              double* dvj = &dv_sum[size_t(range.first + j) * dv];
+              for (int i = 0; i < dv; ++i) dvj[i] += probs[j] * dout[i];
+              dprobs[j] = dprob;
+              dot_sum += probs[j] * dprob;
+            }
+            for (int64_t j = 0; j < nk; ++j) {
+              // ds / d(q.k): s = cap * tanh(u) with u = scale * q.k / cap, and tanh(u) = s / cap.
+              const double slope = cap > 0 ? scale * (1 - (scores[j] / cap) * (scores[j] / cap)) : scale;
+              const double g = probs[j] * (dprobs[j] - dot_sum) * slope;
+              const double* kj = &keys[size_t(range.first + j) * d];
+              double* dkj = &dk_sum[size_t(range.first + j) * d];
+              for (int i = 0; i < d; ++i) {
+                dq[i] += g * kj[i];
+                dkj[i] += g * q[i];
+              }
+            }
+          }
+          sink.dq(row, h, dq.data());
+        }
+      }
+      for (int64_t j = 0; j < s.len_k; ++j) {
+        sink.dk(s.k_start + j, hk, &dk_sum[size_t(j) * d]);
+        sink.dv(s.k_start + j, hk, &dv_sum[size_t(j) * dv]);
+      }
     }
   };
-
-  const ReferencePoolHooks hooks = current_hooks();
-  const unsigned wanted = hooks.threads ? hooks.threads : std::max(1u, std::thread::hardware_concurrency());
-  const size_t threads = std::min<size_t>(chunks.size(), wanted);
-  std::vector<std::thread> pool;
-  try {
-    pool.reserve(threads);
-    for (size_t t = 1; t < threads; ++t) {
-      if (hooks.before_start) hooks.before_start(unsigned(t));
-      pool.emplace_back(worker);
-    }
-  } catch (const std::system_error&) {
-    // No thread to be had (or no memory for the pool): the chunks are taken
-    // from a shared counter, so the threads running and this one do them all.
-  } catch (const std::bad_alloc&) {
-  }
-  worker();
-  for (auto& t : pool) t.join();
-  if (failure) std::rethrow_exception(failure);
+  run_workers(chunks.size(), next, work);
 }
 
 }  // namespace
@@ -255,6 +364,67 @@ void cpu_forward(const FwdParams& p) {
         if (p.lse) p.lse[h * p.lse_head_stride + row] = -std::numeric_limits<float>::infinity();
       }
   }
+}
+
+void reference_attention_backward(const BwdParams& bp, std::span<double> dq, std::span<double> dk,
+                                  std::span<double> dv) {
+  const FwdParams& p = bp.fwd;
+  if (!p.is_varlen()) fail(Status::invalid_argument, "params", "the backward reference takes varlen params");
+  const int64_t d = p.head_dim, dvd = p.head_dim_v;
+  if (int64_t(dq.size()) < p.total_q * p.heads_q * d)
+    fail(Status::invalid_argument, "dq", "span holds fewer than total_q * heads_q * d values");
+  if (int64_t(dk.size()) < p.total_k * p.heads_k * d)
+    fail(Status::invalid_argument, "dk", "span holds fewer than total_k * heads_k * d values");
+  if (int64_t(dv.size()) < p.total_k * p.heads_k * dvd)
+    fail(Status::invalid_argument, "dv", "span holds fewer than total_k * heads_k * d_v values");
+  // Rows past the last sequence keep these zeros.
+  std::fill(dq.begin(), dq.end(), 0.0);
+  std::fill(dk.begin(), dk.end(), 0.0);
+  std::fill(dv.begin(), dv.end(), 0.0);
+  struct {
+    const FwdParams& p;
+    std::span<double> dq_, dk_, dv_;
+    void dq(int64_t row, int32_t h, const double* x) const {
+      std::copy(x, x + p.head_dim, dq_.begin() + (row * p.heads_q + h) * p.head_dim);
+    }
+    void dk(int64_t row, int32_t hk, const double* x) const {
+      std::copy(x, x + p.head_dim, dk_.begin() + (row * p.heads_k + hk) * p.head_dim);
+    }
+    void dv(int64_t row, int32_t hk, const double* x) const {
+      std::copy(x, x + p.head_dim_v, dv_.begin() + (row * p.heads_k + hk) * p.head_dim_v);
+    }
+  } sink{p, dq, dk, dv};
+  differentiate(bp, sink);
+}
+
+void cpu_backward(const BwdParams& bp) {
+  const FwdParams& p = bp.fwd;
+  if (!p.is_varlen()) fail(Status::invalid_argument, "params", "the backward takes varlen params");
+  struct {
+    const BwdParams& bp;
+    void dq(int64_t row, int32_t h, const double* x) const {
+      const int64_t base = row * bp.dq_row_stride + h * bp.dq_head_stride;
+      for (int i = 0; i < bp.fwd.head_dim; ++i) store(bp.fwd.dtype, bp.dq, base + i, x[i]);
+    }
+    void dk(int64_t row, int32_t hk, const double* x) const {
+      const int64_t base = row * bp.dk_row_stride + hk * bp.dk_head_stride;
+      for (int i = 0; i < bp.fwd.head_dim; ++i) store(bp.fwd.dtype, bp.dk, base + i, x[i]);
+    }
+    void dv(int64_t row, int32_t hk, const double* x) const {
+      const int64_t base = row * bp.dv_row_stride + hk * bp.dv_head_stride;
+      for (int i = 0; i < bp.fwd.head_dim_v; ++i) store(bp.fwd.dtype, bp.dv, base + i, x[i]);
+    }
+  } sink{bp};
+  differentiate(bp, sink);
+  // Rows past the last sequence: zero gradient.
+  const std::vector<double> zeros(size_t(std::max(p.head_dim, p.head_dim_v)), 0.0);
+  for (int64_t row = p.cu_seqlens_q[p.batch]; row < p.total_q; ++row)
+    for (int32_t h = 0; h < p.heads_q; ++h) sink.dq(row, h, zeros.data());
+  for (int64_t row = p.cu_seqlens_k[p.batch]; row < p.total_k; ++row)
+    for (int32_t hk = 0; hk < p.heads_k; ++hk) {
+      sink.dk(row, hk, zeros.data());
+      sink.dv(row, hk, zeros.data());
+    }
 }
 
 }  // namespace vflash

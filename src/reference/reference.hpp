@@ -1,5 +1,5 @@
-// CPU reference attention: the oracle of every test and the backend when the
-// tensors are on the host. float64 accumulation.
+// CPU reference attention, forward and backward: the oracle of every test and
+// the backend when the tensors are on the host. float64 accumulation.
 #pragma once
 
 #include <span>
@@ -23,6 +23,18 @@ void reference_attention(const FwdParams& params, std::span<double> out, std::sp
 
 // Backend entry: computes into params.o (params.dtype) and params.lse (fp32).
 void cpu_forward(const FwdParams& params);
+
+// Gradients of the varlen attention of params' host inputs in float64, for the
+// upstream gradient params.dout: the softmax is recomputed from q and k in
+// float64 (params.fwd.o and params.fwd.lse are not read), so this is the exact
+// gradient of the forward above. dq is (total_q, heads_q, d), dk (total_k,
+// heads_k, d), dv (total_k, heads_k, d_v), packed in (row, head, dim) order;
+// rows past the last sequence and rows of queries that see no key get zeros.
+void reference_attention_backward(const BwdParams& params, std::span<double> dq, std::span<double> dk,
+                                  std::span<double> dv);
+
+// Backend entry: the gradients above stored into params.dq / dk / dv (params.fwd.dtype).
+void cpu_backward(const BwdParams& params);
 
 // Testing the worker pool. Each call starts up to `threads` - 1 threads besides
 // the caller's (0: one per hardware thread). `before_start(i)`, when set, runs
