@@ -1,7 +1,7 @@
 // Public API glue: the C++ API (throws vflash::Error) and the C ABI wrapping
 // it (status codes plus a thread-local message). Arguments are checked by
 // validate.cpp; host tensors go to the CPU reference, CUDA tensors to the
-// kernel dispatch selects.
+// kernel dispatch selects (among the forward or the backward kernels).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -95,6 +95,65 @@ const KernelInfo& kernel_for(const FwdParams& p) {
   return *decision.kernel;
 }
 
+// The backward kernel that serves validated CUDA params, or a typed error
+// saying why none; decisions remembered per call shape as for the forward.
+const KernelInfo& backward_kernel_for(const BwdParams& b) {
+  const FwdParams& p = b.fwd;
+  const DeviceInfo device = query_device(p.device);
+  if (!device.present)
+    fail(Status::no_device, "q.device",
+         "CUDA device " + std::to_string(p.device) + " is not usable (" + device.absent_reason + ")");
+  const std::optional<std::string> forced = forced_kernel();
+  if (forced)
+    if (const std::string why = unknown_kernel(*forced); !why.empty())
+      fail(Status::invalid_argument, "VFLASH_FORCE_KERNEL", why);
+  using Key = std::tuple<int, int, int, uint32_t, int, bool, int, int, std::string>;
+  const Key key{int(p.dtype), p.head_dim,       p.head_dim_v,    features_of(b),       p.device,
+                device.pretended, device.cc.major, device.cc.minor, forced.value_or("")};
+  static std::mutex mutex;
+  static std::map<Key, const KernelInfo*> chosen;
+  {
+    std::lock_guard lock(mutex);
+    if (auto it = chosen.find(key); it != chosen.end()) return *it->second;
+  }
+  const Decision decision = select_backward_kernel(b, device, forced);
+  if (!decision.kernel)
+    throw Error(Status::unsupported, "",
+                "no backward kernel of this build serves the call on " + arch::family_name(device.cc) +
+                    (device.pretended ? " (pretended)" : "") + ": " + describe_rejections(decision));
+  std::lock_guard lock(mutex);
+  chosen.emplace(key, decision.kernel);
+  return *decision.kernel;
+}
+
+size_t workspace_of(const BwdParams& b) {
+  if (b.fwd.device == VFLASH_DEVICE_CPU) return 0;
+  const KernelInfo& k = backward_kernel_for(b);
+  return k.backward_workspace_bytes ? k.backward_workspace_bytes(b) : 0;
+}
+
+void backward(const BwdParams& b) {
+  if (b.fwd.device == VFLASH_DEVICE_CPU) {
+    cpu_backward(b);
+    return;
+  }
+  const KernelInfo& k = backward_kernel_for(b);
+  if (const size_t need = k.backward_workspace_bytes ? k.backward_workspace_bytes(b) : 0;
+      b.fwd.workspace_bytes < need)
+    fail(Status::invalid_argument, "workspace_bytes",
+         "must be >= " + std::to_string(need) + " for kernel " + k.name +
+             " (see vflash_varlen_bwd_workspace_size), got " + std::to_string(b.fwd.workspace_bytes));
+  if (!k.launch_backward) throw Error(Status::internal, "", std::string("kernel ") + k.name + " has no backward launch");
+  const DeviceScope scope(b.fwd.device);
+  auto err = static_cast<cudaError_t>(k.launch_backward(b));
+  if (err == cudaSuccess) err = cudaGetLastError();
+  if (err != cudaSuccess) cuda_fail(std::string("kernel ") + k.name + " failed to launch", err);
+}
+
+const char* kernel_name_of(const BwdParams& b) {
+  return b.fwd.device == VFLASH_DEVICE_CPU ? "cpu_reference" : backward_kernel_for(b).name;
+}
+
 size_t workspace_of(const FwdParams& p) {
   if (p.device == VFLASH_DEVICE_CPU) return 0;
   const KernelInfo& k = kernel_for(p);
@@ -137,6 +196,10 @@ vflash_varlen_args checked(const vflash_varlen_args* args) {
   std::memcpy(&full, args, args->struct_size);
   full.struct_size = sizeof full;
   return full;
+}
+const vflash_varlen_bwd_args& checked(const vflash_varlen_bwd_args* args) {
+  if (!args) fail(Status::invalid_argument, "args", "must not be null");
+  return *args;
 }
 const vflash_dense_args& checked(const vflash_dense_args* args) {
   if (!args) fail(Status::invalid_argument, "args", "must not be null");
@@ -201,6 +264,9 @@ size_t varlen_workspace_size(const VarlenArgs& args) { return workspace_of(valid
 size_t dense_workspace_size(const DenseArgs& args) { return workspace_of(validate_dense(args)); }
 std::string varlen_kernel_name(const VarlenArgs& args) { return kernel_name_of(validate_varlen(args)); }
 std::string dense_kernel_name(const DenseArgs& args) { return kernel_name_of(validate_dense(args)); }
+void varlen_bwd(const VarlenBwdArgs& args) { backward(validate_varlen_bwd(args)); }
+size_t varlen_bwd_workspace_size(const VarlenBwdArgs& args) { return workspace_of(validate_varlen_bwd(args)); }
+std::string varlen_bwd_kernel_name(const VarlenBwdArgs& args) { return kernel_name_of(validate_varlen_bwd(args)); }
 std::string doctor_json() { return doctor_report_json(); }
 
 }  // namespace vflash
@@ -223,6 +289,13 @@ void vflash_dense_args_init(vflash_dense_args* args) {
   args->window_left = args->window_right = -1;
 }
 
+void vflash_varlen_bwd_args_init(vflash_varlen_bwd_args* args) {
+  if (!args) return;
+  std::memset(args, 0, sizeof *args);
+  args->struct_size = sizeof *args;
+  args->window_left = args->window_right = -1;
+}
+
 vflash_status vflash_tensor_make(vflash_tensor* t, void* data, vflash_dtype dtype, int32_t device, int32_t ndim,
                                  const int64_t* shape) {
   return c_call([&] {
@@ -237,6 +310,24 @@ vflash_status vflash_varlen_fwd(const vflash_varlen_args* args) {
 
 vflash_status vflash_dense_fwd(const vflash_dense_args* args) {
   return c_call([&] { forward(validate_dense(checked(args))); });
+}
+
+vflash_status vflash_varlen_bwd(const vflash_varlen_bwd_args* args) {
+  return c_call([&] { backward(validate_varlen_bwd(checked(args))); });
+}
+
+vflash_status vflash_varlen_bwd_workspace_size(const vflash_varlen_bwd_args* args, size_t* bytes) {
+  return c_call([&] {
+    if (!bytes) fail(Status::invalid_argument, "bytes", "must not be null");
+    *bytes = workspace_of(validate_varlen_bwd(checked(args)));
+  });
+}
+
+vflash_status vflash_varlen_bwd_kernel_name(const vflash_varlen_bwd_args* args, const char** name) {
+  return c_call([&] {
+    if (!name) fail(Status::invalid_argument, "name", "must not be null");
+    *name = kernel_name_of(validate_varlen_bwd(checked(args)));
+  });
 }
 
 vflash_status vflash_varlen_workspace_size(const vflash_varlen_args* args, size_t* bytes) {

@@ -85,7 +85,7 @@ std::string floor_exemption(const KernelInfo& k) {
 std::string feature_names(uint32_t mask) {
   static constexpr std::pair<uint32_t, const char*> kNames[] = {
       {kCausal, "causal"}, {kWindow, "window"}, {kSoftcap, "softcap"}, {kGqa, "GQA/MQA"},
-      {kLse, "LSE"},       {kDense, "dense"},   {kVarlen, "varlen"}};
+      {kLse, "LSE"},       {kDense, "dense"},   {kVarlen, "varlen"},   {kDeterministic, "deterministic"}};
   std::string s;
   for (auto [bit, name] : kNames)
     if (mask & bit) s += (s.empty() ? "" : ", ") + std::string(name);
@@ -94,14 +94,14 @@ std::string feature_names(uint32_t mask) {
 
 // Why `k` cannot serve the call on `device` from its declared data alone;
 // empty when it can. Sets `target` to the code that would load.
-std::string static_rejection(const KernelInfo& k, const FwdParams& p, const DeviceInfo& device,
+std::string static_rejection(const KernelInfo& k, const FwdParams& p, uint32_t features, const DeviceInfo& device,
                              const std::optional<std::string>& forced, std::string& target) {
   if (forced && *forced != k.name) return "not the forced kernel '" + *forced + "'";
   if (!(k.dtypes & dtype_bit(p.dtype))) return std::string("does not support dtype ") + dtype_name(p.dtype);
   if (!serves_head_dims(k, p.head_dim, p.head_dim_v))
     return "does not serve head dim " + std::to_string(p.head_dim) + " / d_v " + std::to_string(p.head_dim_v) +
            " (serves " + describe_head_dims(k) + ")";
-  if (const uint32_t missing = features_of(p) & ~k.features; missing)
+  if (const uint32_t missing = features & ~k.features; missing)
     return "does not support " + feature_names(missing);
   // The device's absent_reason says why; callers report it once per device,
   // not once per kernel.
@@ -228,19 +228,30 @@ std::string unknown_kernel(std::string_view name, std::span<const KernelInfo> ke
          ")";
 }
 
-std::string unknown_kernel(std::string_view name) { return unknown_kernel(name, cuda_kernels()); }
-
-Decision select_kernel_from(std::span<const KernelInfo> kernels, const FwdParams& params,
-                            const DeviceInfo& device) {
-  return select_kernel_from(kernels, params, device, forced_kernel());
+std::string unknown_kernel(std::string_view name) {
+  std::vector<KernelInfo> every(cuda_kernels().begin(), cuda_kernels().end());
+  every.insert(every.end(), cuda_backward_kernels().begin(), cuda_backward_kernels().end());
+  return unknown_kernel(name, every);
 }
 
-Decision select_kernel_from(std::span<const KernelInfo> kernels, const FwdParams& params,
-                            const DeviceInfo& device, const std::optional<std::string>& forced) {
+namespace {
+
+// Selection among the kernels of `pass` in `kernels` for a call of these
+// shapes and features. A forced name restricts the pass of the kernel it
+// names; forcing a kernel of the other pass leaves this one to dispatch.
+Decision select_among(std::span<const KernelInfo> kernels, Pass pass, const FwdParams& params, uint32_t features,
+                      const DeviceInfo& device, std::optional<std::string> forced) {
+  if (forced) {
+    bool names_this_pass = false, names_other_pass = false;
+    for (const KernelInfo& k : kernels)
+      if (*forced == k.name) (k.pass == pass ? names_this_pass : names_other_pass) = true;
+    if (names_other_pass && !names_this_pass) forced.reset();
+  }
   // Kernels efficient for this call first, then by rank.
   const auto efficient = [&](const KernelInfo* k) { return !below_efficiency_floor(*k, params); };
   std::vector<const KernelInfo*> order;
-  for (const KernelInfo& k : kernels) order.push_back(&k);
+  for (const KernelInfo& k : kernels)
+    if (k.pass == pass) order.push_back(&k);
   std::stable_sort(order.begin(), order.end(), [&](const KernelInfo* a, const KernelInfo* b) {
     if (efficient(a) != efficient(b)) return efficient(a);
     return a->rank > b->rank;
@@ -250,7 +261,7 @@ Decision select_kernel_from(std::span<const KernelInfo> kernels, const FwdParams
   for (const KernelInfo* k : order) {
     CandidateVerdict verdict{k, false, {}};
     std::string target;
-    verdict.reason = static_rejection(*k, params, device, forced, target);
+    verdict.reason = static_rejection(*k, params, features, device, forced, target);
     if (verdict.reason.empty()) {
       if (decision.kernel) {
         verdict.reason = "valid, but " + std::string(decision.kernel->name) +
@@ -280,17 +291,52 @@ Decision select_kernel_from(std::span<const KernelInfo> kernels, const FwdParams
   return decision;
 }
 
+}  // namespace
+
+Decision select_kernel_from(std::span<const KernelInfo> kernels, const FwdParams& params,
+                            const DeviceInfo& device) {
+  return select_kernel_from(kernels, params, device, forced_kernel());
+}
+
+Decision select_kernel_from(std::span<const KernelInfo> kernels, const FwdParams& params,
+                            const DeviceInfo& device, const std::optional<std::string>& forced) {
+  return select_among(kernels, Pass::forward, params, features_of(params), device, forced);
+}
+
+namespace {
+
+// The forcing that applies to `pass` in this build: none when the forced name
+// is a kernel of the other pass (forcing restricts only its own pass).
+std::optional<std::string> forcing_of(Pass pass, const std::optional<std::string>& forced) {
+  if (!forced) return forced;
+  for (const KernelInfo& k : pass == Pass::forward ? cuda_backward_kernels() : cuda_kernels())
+    if (*forced == k.name) return std::nullopt;
+  return forced;
+}
+
+}  // namespace
+
 Decision select_kernel(const FwdParams& params, const DeviceInfo& device,
                        const std::optional<std::string>& forced) {
-  return select_kernel_from(cuda_kernels(), params, device, forced);
+  return select_kernel_from(cuda_kernels(), params, device, forcing_of(Pass::forward, forced));
 }
 
 Decision select_kernel(const FwdParams& params, const DeviceInfo& device) {
-  return select_kernel_from(cuda_kernels(), params, device, forced_kernel());
+  return select_kernel(params, device, forced_kernel());
+}
+
+Decision select_backward_kernel_from(std::span<const KernelInfo> kernels, const BwdParams& params,
+                                     const DeviceInfo& device, const std::optional<std::string>& forced) {
+  return select_among(kernels, Pass::backward, params.fwd, features_of(params), device, forced);
+}
+
+Decision select_backward_kernel(const BwdParams& params, const DeviceInfo& device,
+                                const std::optional<std::string>& forced) {
+  return select_backward_kernel_from(cuda_backward_kernels(), params, device, forcing_of(Pass::backward, forced));
 }
 
 std::string describe_rejections(const Decision& decision) {
-  if (decision.verdicts.empty()) return "this build holds no CUDA kernel";
+  if (decision.verdicts.empty()) return "this build holds no CUDA kernel for this pass";
   std::string s;
   for (const CandidateVerdict& v : decision.verdicts)
     s += (s.empty() ? "" : "; ") + std::string(v.kernel->name) + ": " + v.reason;

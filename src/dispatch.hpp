@@ -56,6 +56,14 @@ Decision select_kernel_from(std::span<const KernelInfo> kernels, const FwdParams
                             const DeviceInfo& device, const std::optional<std::string>& forced);
 Decision select_kernel_from(std::span<const KernelInfo> kernels, const FwdParams& params,
                             const DeviceInfo& device);
+// Backward selection: the same rules over the backward kernels (Pass::backward),
+// with the backward call's features (deterministic included). A forced name
+// restricts the pass of the kernel it names: forcing a forward kernel leaves
+// the backward to dispatch, and the reverse.
+Decision select_backward_kernel(const BwdParams& params, const DeviceInfo& device,
+                                const std::optional<std::string>& forced);
+Decision select_backward_kernel_from(std::span<const KernelInfo> kernels, const BwdParams& params,
+                                     const DeviceInfo& device, const std::optional<std::string>& forced);
 // One line saying why a decision without a kernel has none (for error messages).
 std::string describe_rejections(const Decision& decision);
 
@@ -77,6 +85,6 @@ std::optional<arch::Capability> pretended_capability();
 // Empty when `name` is a kernel of `kernels`; otherwise why not, naming the
 // kernels there are ("no kernel named 'x' in this build (kernels: a, b)").
 std::string unknown_kernel(std::string_view name, std::span<const KernelInfo> kernels);
-std::string unknown_kernel(std::string_view name);  // over this build's cuda_kernels()
+std::string unknown_kernel(std::string_view name);  // over this build's forward and backward kernels
 
 }  // namespace vflash

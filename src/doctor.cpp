@@ -1,6 +1,6 @@
 // `vflash doctor`: one model of the report (device, binary contents, decisions
-// for representative calls, a per-capability portability table), rendered as
-// text or as JSON.
+// for representative calls and their backward, a per-capability portability
+// table), rendered as text or as JSON.
 #include "doctor.hpp"
 
 #include <algorithm>
@@ -54,6 +54,7 @@ struct Report {
   std::optional<std::string> forced;
   std::vector<KernelProbe> probes;  // only for a real device
   std::vector<CallDecision> calls;
+  std::vector<CallDecision> backward_calls;  // the backward of each varlen call
   std::vector<PortabilityRow> portability;
 };
 
@@ -61,11 +62,20 @@ Report build_report() {
   Report r;
   r.device = query_device(-1);
   r.forced = forced_kernel();
-  if (r.device.present && !r.device.pretended)
+  if (r.device.present && !r.device.pretended) {
     for (const KernelInfo& k : cuda_kernels()) r.probes.push_back({&k, probe_kernel(k, r.device.ordinal)});
+    for (const KernelInfo& k : cuda_backward_kernels()) r.probes.push_back({&k, probe_kernel(k, r.device.ordinal)});
+  }
   const auto calls = representative_calls(r.device.ordinal < 0 ? 0 : r.device.ordinal);
   // Every decision of the report under the one forcing it shows.
   for (const auto& call : calls) r.calls.push_back({call, select_kernel(call.params, r.device, r.forced)});
+  for (const auto& call : calls) {
+    if (!call.params.is_varlen()) continue;  // the backward is varlen only
+    BwdParams backward;
+    backward.fwd = call.params;
+    backward.fwd.lse = kMarkerLse;  // the backward always reads the forward's lse
+    r.backward_calls.push_back({call, select_backward_kernel(backward, r.device, r.forced)});
+  }
   for (const auto cc : arch::known_capabilities()) {
     DeviceInfo as_if;
     as_if.present = as_if.pretended = true;
@@ -164,29 +174,36 @@ std::string doctor_report_text() {
     s += "  family " + std::string(f.name) + ": targets " + f.targets + "\n";
     for (const KernelInfo& k : f.kernels)
       s += "    " + std::string(k.name) + " (rank " + std::to_string(k.rank) + "): " + k.description + "\n";
+    for (const KernelInfo& k : f.backward_kernels)
+      s += "    " + std::string(k.name) + " (backward, rank " + std::to_string(k.rank) + "): " + k.description + "\n";
   }
   for (const KernelProbe& p : r.probes)
     s += "  on device " + std::to_string(d.ordinal) + ", " + p.kernel->name + " " + p.probe.detail + "\n";
 
-  s += "\nRepresentative calls on this device:\n";
-  for (const CallDecision& c : r.calls) {
-    s += "  " + c.call.name + ": " + c.call.description + "\n";
-    if (c.decision.kernel)
-      s += "    -> " + std::string(c.decision.kernel->name) + " (" + c.decision.loadable_target + ")\n";
-    else
-      s += "    -> no kernel" + std::string(d.present ? "" : " (no CUDA device, see above: CUDA tensors would fail; host tensors use the CPU reference)") + "\n";
-    // Without a device, the kernels turned down for that alone go on one line:
-    // the reason is the device line's.
-    std::string need_device;
-    for (const CandidateVerdict& v : c.decision.verdicts) {
-      if (!d.present && v.reason == kNoDeviceReason) {
-        need_device += (need_device.empty() ? "" : ", ") + std::string(v.kernel->name);
-        continue;
+  const auto describe_calls = [&](const std::vector<CallDecision>& calls) {
+    for (const CallDecision& c : calls) {
+      s += "  " + c.call.name + ": " + c.call.description + "\n";
+      if (c.decision.kernel)
+        s += "    -> " + std::string(c.decision.kernel->name) + " (" + c.decision.loadable_target + ")\n";
+      else
+        s += "    -> no kernel" + std::string(d.present ? "" : " (no CUDA device, see above: CUDA tensors would fail; host tensors use the CPU reference)") + "\n";
+      // Without a device, the kernels turned down for that alone go on one line:
+      // the reason is the device line's.
+      std::string need_device;
+      for (const CandidateVerdict& v : c.decision.verdicts) {
+        if (!d.present && v.reason == kNoDeviceReason) {
+          need_device += (need_device.empty() ? "" : ", ") + std::string(v.kernel->name);
+          continue;
+        }
+        s += "       " + std::string(v.accepted ? "+ " : "- ") + v.kernel->name + ": " + v.reason + "\n";
       }
-      s += "       " + std::string(v.accepted ? "+ " : "- ") + v.kernel->name + ": " + v.reason + "\n";
+      if (!need_device.empty()) s += "       would serve it on a GPU: " + need_device + "\n";
     }
-    if (!need_device.empty()) s += "       would serve it on a GPU: " + need_device + "\n";
-  }
+  };
+  s += "\nRepresentative calls on this device:\n";
+  describe_calls(r.calls);
+  s += "\nTheir backward (varlen calls), on this device:\n";
+  describe_calls(r.backward_calls);
 
   s += "\nKernel each call would get on each capability (selection from this binary's targets):\n";
   for (const PortabilityRow& row : r.portability) {
@@ -239,6 +256,13 @@ std::string doctor_report_json() {
            std::to_string(k.rank) + ", \"description\": " + q(k.description) + "}";
       first_kernel = false;
     }
+    s += "], \"backward_kernels\": [";
+    first_kernel = true;
+    for (const KernelInfo& k : f.backward_kernels) {
+      s += std::string(first_kernel ? "" : ", ") + "{\"name\": " + q(k.name) + ", \"rank\": " +
+           std::to_string(k.rank) + ", \"description\": " + q(k.description) + "}";
+      first_kernel = false;
+    }
     s += "]}";
   }
   s += first ? "],\n" : "\n  ],\n";
@@ -249,20 +273,24 @@ std::string doctor_report_json() {
          (r.probes[i].probe.loadable ? "true" : "false") + ", \"detail\": " + q(r.probes[i].probe.detail) + "}";
   s += "],\n";
 
-  s += "  \"calls\": [";
-  for (size_t i = 0; i < r.calls.size(); ++i) {
-    const CallDecision& c = r.calls[i];
-    s += std::string(i ? ",\n" : "\n") + "    {\"name\": " + q(c.call.name) + ", \"description\": " +
-         q(c.call.description) + ", \"kernel\": " + kernel_or_null(c.decision.kernel) + ", \"target\": " +
-         (c.decision.kernel ? q(c.decision.loadable_target) : "null") + ", \"verdicts\": [";
-    for (size_t j = 0; j < c.decision.verdicts.size(); ++j) {
-      const CandidateVerdict& v = c.decision.verdicts[j];
-      s += std::string(j ? ", " : "") + "{\"kernel\": " + q(v.kernel->name) + ", \"accepted\": " +
-           (v.accepted ? "true" : "false") + ", \"reason\": " + q(v.reason) + "}";
+  const auto calls_json = [&](const char* key, const std::vector<CallDecision>& calls) {
+    s += std::string("  \"") + key + "\": [";
+    for (size_t i = 0; i < calls.size(); ++i) {
+      const CallDecision& c = calls[i];
+      s += std::string(i ? ",\n" : "\n") + "    {\"name\": " + q(c.call.name) + ", \"description\": " +
+           q(c.call.description) + ", \"kernel\": " + kernel_or_null(c.decision.kernel) + ", \"target\": " +
+           (c.decision.kernel ? q(c.decision.loadable_target) : "null") + ", \"verdicts\": [";
+      for (size_t j = 0; j < c.decision.verdicts.size(); ++j) {
+        const CandidateVerdict& v = c.decision.verdicts[j];
+        s += std::string(j ? ", " : "") + "{\"kernel\": " + q(v.kernel->name) + ", \"accepted\": " +
+             (v.accepted ? "true" : "false") + ", \"reason\": " + q(v.reason) + "}";
+      }
+      s += "]}";
     }
-    s += "]}";
-  }
-  s += r.calls.empty() ? "],\n" : "\n  ],\n";
+    s += calls.empty() ? "],\n" : "\n  ],\n";
+  };
+  calls_json("calls", r.calls);
+  calls_json("backward_calls", r.backward_calls);
 
   s += "  \"portability\": [";
   for (size_t i = 0; i < r.portability.size(); ++i) {

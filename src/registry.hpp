@@ -23,8 +23,12 @@ enum Feature : uint32_t {
   kLse = 1u << 4,
   kDense = 1u << 5,      // batch-strided (batch, seqlen, heads, d) layout
   kVarlen = 1u << 6,     // cu_seqlens layout
-  kAllFeatures = (1u << 7) - 1,
+  kAllFeatures = (1u << 7) - 1,  // every feature of a forward call
+  kDeterministic = 1u << 7,      // backward: bit-identical results run to run
 };
+
+// The pass a kernel computes. Dispatch of a call considers only kernels of its pass.
+enum class Pass : uint8_t { forward, backward };
 
 inline constexpr uint32_t dtype_bit(DType t) { return 1u << static_cast<unsigned>(t); }
 
@@ -61,6 +65,10 @@ struct KernelInfo {
   // Varlen calls whose max_seqlen_k is at most this pack several short
   // sequences into each tile, so the floor does not apply to them. 0: never.
   int32_t packs_varlen_up_to_seqlen_k = 0;
+  // Backward kernels: pass = backward, launch and workspace_bytes null, and these instead.
+  Pass pass = Pass::forward;
+  int (*launch_backward)(const BwdParams& params) = nullptr;
+  size_t (*backward_workspace_bytes)(const BwdParams& params) = nullptr;
 };
 
 // Whether kernel k is below its efficiency floor for the call.
@@ -69,23 +77,31 @@ inline bool below_efficiency_floor(const KernelInfo& k, const FwdParams& p) {
   return !packed && p.max_seqlen_q < k.min_efficient_seqlen_q;
 }
 
-// All CUDA kernels of this build (targets filled in), in no particular order.
+// The forward CUDA kernels of this build (targets filled in), in no particular order.
 std::span<const KernelInfo> cuda_kernels();
+// The backward CUDA kernels of this build (targets filled in).
+std::span<const KernelInfo> cuda_backward_kernels();
 
 // The kernel families of this build, as the generated list names them (for
 // `vflash doctor`: what the binary holds).
 struct KernelFamily {
   const char* name;     // "simt", "mma", "hopper"
   const char* targets;  // "sm_80;sm_90;compute_80"
-  std::span<const KernelInfo> kernels;  // targets not filled in; see cuda_kernels()
+  std::span<const KernelInfo> kernels;  // forward; targets not filled in; see cuda_kernels()
+  std::span<const KernelInfo> backward_kernels;  // see cuda_backward_kernels()
 };
 std::span<const KernelFamily> kernel_families();
 
 // Each kernel family (one object library, one list of targets, see
 // cmake/targets.cmake) defines `std::span<const KernelInfo> <family>_kernels();`
 // and is listed in the generated vflash_kernels.inc as VFLASH_KERNEL(family, "targets").
+// A family with a source named *_backward.cu also defines
+// `std::span<const KernelInfo> <family>_backward_kernels();`, listed in the
+// generated vflash_backward_kernels.inc as VFLASH_BACKWARD_KERNELS(family).
 
 // The features a call uses.
 uint32_t features_of(const FwdParams& params);
+// The features a backward call uses: its forward's, and kDeterministic when asked.
+uint32_t features_of(const BwdParams& params);
 
 }  // namespace vflash

@@ -68,6 +68,17 @@
 // 14. workspace non-null when workspace_bytes > 0, and 16-byte aligned (kernels
 //     keep tile lists there with vector accesses).
 //
+//
+// The backward (vflash_varlen_bwd_args), in this order:
+// 15. struct_size >= sizeof(vflash_varlen_bwd_args).
+// 16. The forward's arguments (q, k, v, out, lse, cu_seqlens, max_seqlen,
+//     softmax_scale, causal, window, softcap, workspace) follow rules 2-14
+//     under the same names; lse is required: its data is non-null unless
+//     total_q is 0.
+// 17. dout is described as out is: (total_q, heads_q, d_v), q's dtype and
+//     device, 16-byte aligned rows (rules 2-4, 9, 10); dq, dk, dv likewise as
+//     q, k, v. deterministic is any int (nonzero: on).
+//
 // Not checked: that out does not overlap q/k/v/lse (strided views of one
 // buffer may interleave legitimately, and exact disjointness of strided views
 // is not cheap to decide), nor that the workspace is large enough (dispatch
@@ -524,6 +535,91 @@ FwdParams validate_dense(const vflash_dense_args& args) {
   p.max_seqlen_k = p.seqlen_k;
   normalise_window(p);
   return p;
+}
+
+namespace {
+
+// Rule 17 for one gradient-side tensor: described like `like` (the tensor of
+// the forward view it mirrors), on q's device, of q's dtype. Returns the
+// strides kernels use.
+std::array<int64_t, 4> check_like(const Arg& a, const Arg& like, int device, vflash_dtype dtype) {
+  check_descriptor(a);
+  if (a.t.device != device)
+    fail(Status::invalid_argument, a.field("device"), "must equal q.device (" + num(device) + "), got " + num(a.t.device));
+  if (a.t.dtype != dtype)
+    fail(Status::invalid_argument, a.field("dtype"),
+         std::string("must equal q.dtype (") + dtype_name(dtype) + "), got " + dtype_name(a.t.dtype));
+  for (int i = 0; i < a.ndim; ++i) {
+    if (a.t.shape[i] != like.t.shape[i])
+      fail(Status::invalid_argument, a.shape(i),
+           "must equal " + like.shape(i) + " (" + num(like.t.shape[i]) + "), got " + num(a.t.shape[i]));
+  }
+  return check_layout(a, true);
+}
+
+}  // namespace
+
+BwdParams validate_varlen_bwd(const vflash_varlen_bwd_args& args) {
+  if (args.struct_size < sizeof(vflash_varlen_bwd_args))
+    fail(Status::invalid_argument, "struct_size",
+         "must be >= sizeof(vflash_varlen_bwd_args) (" + num(int64_t(sizeof(vflash_varlen_bwd_args))) + "), got " +
+             num(int64_t(args.struct_size)) + "; call vflash_varlen_bwd_args_init");
+  vflash_varlen_args forward;
+  std::memset(&forward, 0, sizeof forward);
+  forward.struct_size = sizeof forward;
+  forward.q = args.q;
+  forward.k = args.k;
+  forward.v = args.v;
+  forward.out = args.out;
+  forward.lse = args.lse;
+  forward.cu_seqlens_q = args.cu_seqlens_q;
+  forward.cu_seqlens_k = args.cu_seqlens_k;
+  forward.cu_seqlens_q_host = args.cu_seqlens_q_host;
+  forward.cu_seqlens_k_host = args.cu_seqlens_k_host;
+  forward.max_seqlen_q = args.max_seqlen_q;
+  forward.max_seqlen_k = args.max_seqlen_k;
+  forward.softmax_scale = args.softmax_scale;
+  forward.causal = args.causal;
+  forward.window_left = args.window_left;
+  forward.window_right = args.window_right;
+  forward.softcap = args.softcap;
+  forward.workspace = args.workspace;
+  forward.workspace_bytes = args.workspace_bytes;
+  forward.stream = args.stream;
+  BwdParams b;
+  b.fwd = validate_varlen(forward);
+  if (b.fwd.lse == nullptr && b.fwd.total_q > 0)
+    fail(Status::invalid_argument, "lse.data",
+         "must not be null: the backward reads the forward's lse, float32 (heads_q, total_q)");
+
+  const vflash_dtype dtype = args.q.dtype;
+  const int device = b.fwd.device;
+  const Arg q{args.q, "q", 3, "(total_q, heads_q, d)", true};
+  const Arg k{args.k, "k", 3, "(total_k, heads_k, d)", true};
+  const Arg v{args.v, "v", 3, "(total_k, heads_k, d_v)", true};
+  const Arg o{args.out, "out", 3, "(total_q, heads_q, d_v)", true};
+  const Arg dout{args.dout, "dout", 3, "(total_q, heads_q, d_v)", true};
+  const Arg dq{args.dq, "dq", 3, "(total_q, heads_q, d)", true};
+  const Arg dk{args.dk, "dk", 3, "(total_k, heads_k, d)", true};
+  const Arg dv{args.dv, "dv", 3, "(total_k, heads_k, d_v)", true};
+  const auto dout_s = check_like(dout, o, device, dtype);
+  const auto dq_s = check_like(dq, q, device, dtype);
+  const auto dk_s = check_like(dk, k, device, dtype);
+  const auto dv_s = check_like(dv, v, device, dtype);
+  b.dout = args.dout.data;
+  b.dq = args.dq.data;
+  b.dk = args.dk.data;
+  b.dv = args.dv.data;
+  b.dout_row_stride = dout_s[0];
+  b.dout_head_stride = dout_s[1];
+  b.dq_row_stride = dq_s[0];
+  b.dq_head_stride = dq_s[1];
+  b.dk_row_stride = dk_s[0];
+  b.dk_head_stride = dk_s[1];
+  b.dv_row_stride = dv_s[0];
+  b.dv_head_stride = dv_s[1];
+  b.deterministic = args.deterministic != 0;
+  return b;
 }
 
 }  // namespace vflash

@@ -1,5 +1,5 @@
 /*
- * vflash — variable-length (packed) FlashAttention forward.
+ * vflash — variable-length (packed) FlashAttention, forward and backward.
  *
  * Stable C ABI. Every function returns a vflash_status; on failure a
  * human-readable message naming the offending argument and the rule it broke
@@ -134,8 +134,51 @@ typedef struct vflash_dense_args {
   void* stream;
 } vflash_dense_args;
 
+/* Backward of packed variable-length attention: the gradients dq, dk, dv of a
+ * loss whose gradient with respect to the forward's out is dout. q, k, v,
+ * cu_seqlens, max_seqlen, softmax_scale, causal, window and softcap are the
+ * forward call's, and follow its rules; out and lse are what that forward
+ * returned (lse is required). Layouts:
+ *   dout (total_q, heads_q, d_v)   dq (total_q, heads_q, d)
+ *   dk   (total_k, heads_k, d)     dv (total_k, heads_k, d_v)
+ * all of q's dtype and device, with the alignment and stride rules of q.
+ * GQA / MQA: dk and dv of a KV head sum the gradients of every query head of
+ * its group. Every row of dq, dk and dv is written: rows past
+ * cu_seqlens_*[batch] and keys no query sees get zeros, and so do query rows
+ * that see no key (lse -inf). The GPU accumulates in fp32; deterministic = 0
+ * lets it add dq with floating-point atomics (results may differ in the last
+ * bits run to run), nonzero makes repeated calls bit-identical. The CPU
+ * reference is exact in float64 (it recomputes the softmax from q and k) and
+ * always deterministic. CUDA calls need the workspace that
+ * vflash_varlen_bwd_workspace_size reports (fp32 dq accumulators and the row
+ * sums of dout * out).
+ * Set struct_size = sizeof(vflash_varlen_bwd_args) (vflash_varlen_bwd_args_init
+ * does it and fills the defaults). */
+typedef struct vflash_varlen_bwd_args {
+  size_t struct_size;
+  vflash_tensor dout;             /* gradient of the loss with respect to out */
+  vflash_tensor q, k, v;
+  vflash_tensor out;              /* the forward's out */
+  vflash_tensor lse;              /* the forward's lse: float32 (heads_q, total_q), required */
+  vflash_tensor dq, dk, dv;       /* written */
+  vflash_tensor cu_seqlens_q;     /* int32 (batch+1,), on the tensors' device */
+  vflash_tensor cu_seqlens_k;
+  const int32_t* cu_seqlens_q_host; /* optional host copies: validated in full when given */
+  const int32_t* cu_seqlens_k_host;
+  int32_t max_seqlen_q, max_seqlen_k; /* upper bounds of the sequence lengths */
+  float softmax_scale;            /* 0 = default 1/sqrt(d) */
+  int32_t causal;                 /* nonzero: bottom-right causal mask */
+  int32_t window_left, window_right; /* -1 = unbounded */
+  float softcap;                  /* 0 = off */
+  int32_t deterministic;          /* nonzero: bit-identical results run to run */
+  void* workspace;                /* device memory, >= the queried size, may be NULL if 0 */
+  size_t workspace_bytes;
+  void* stream;                   /* cudaStream_t; NULL = default stream */
+} vflash_varlen_bwd_args;
+
 VFLASH_API void vflash_varlen_args_init(vflash_varlen_args* args);
 VFLASH_API void vflash_dense_args_init(vflash_dense_args* args);
+VFLASH_API void vflash_varlen_bwd_args_init(vflash_varlen_bwd_args* args);
 
 /* Fill a contiguous-row tensor descriptor (row-major, last dim stride 1). */
 VFLASH_API vflash_status vflash_tensor_make(vflash_tensor* t, void* data, vflash_dtype dtype,
@@ -143,21 +186,25 @@ VFLASH_API vflash_status vflash_tensor_make(vflash_tensor* t, void* data, vflash
 
 VFLASH_API vflash_status vflash_varlen_fwd(const vflash_varlen_args* args);
 VFLASH_API vflash_status vflash_dense_fwd(const vflash_dense_args* args);
+VFLASH_API vflash_status vflash_varlen_bwd(const vflash_varlen_bwd_args* args);
 
 /* Device workspace the call needs (0 for most calls). Validates the arguments. */
 VFLASH_API vflash_status vflash_varlen_workspace_size(const vflash_varlen_args* args, size_t* bytes);
 VFLASH_API vflash_status vflash_dense_workspace_size(const vflash_dense_args* args, size_t* bytes);
+VFLASH_API vflash_status vflash_varlen_bwd_workspace_size(const vflash_varlen_bwd_args* args, size_t* bytes);
 
 /* Name of the kernel the call would run (validates; "cpu_reference" for host tensors). */
 VFLASH_API vflash_status vflash_varlen_kernel_name(const vflash_varlen_args* args, const char** name);
 VFLASH_API vflash_status vflash_dense_kernel_name(const vflash_dense_args* args, const char** name);
+VFLASH_API vflash_status vflash_varlen_bwd_kernel_name(const vflash_varlen_bwd_args* args, const char** name);
 
 /* Thread-local message of the last failure on this thread ("" after success). */
 VFLASH_API const char* vflash_last_error(void);
 VFLASH_API const char* vflash_status_string(vflash_status status);
 
 /* Testing and diagnosis. Forcing a kernel makes dispatch consider only that
- * kernel (NULL clears); pretending a capability ("10.3", "sm_121", NULL clears)
+ * kernel for calls of its pass (forward or backward; the other pass
+ * dispatches as usual; NULL clears); pretending a capability ("10.3", "sm_121", NULL clears)
  * makes dispatch decide as if the device had it. The environment variables
  * VFLASH_FORCE_KERNEL and VFLASH_PRETEND_CC do the same at start-up. */
 VFLASH_API vflash_status vflash_force_kernel(const char* name);

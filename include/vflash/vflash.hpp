@@ -41,6 +41,9 @@ struct VarlenArgs : vflash_varlen_args {
 struct DenseArgs : vflash_dense_args {
   DenseArgs() { vflash_dense_args_init(this); }
 };
+struct VarlenBwdArgs : vflash_varlen_bwd_args {
+  VarlenBwdArgs() { vflash_varlen_bwd_args_init(this); }
+};
 
 // Row-major tensor descriptor (last dimension contiguous).
 VFLASH_API Tensor make_tensor(void* data, vflash_dtype dtype, int device, std::initializer_list<int64_t> shape);
@@ -50,13 +53,20 @@ VFLASH_API Tensor make_tensor(void* data, vflash_dtype dtype, int device, std::i
 VFLASH_API void varlen_fwd(const VarlenArgs& args);
 VFLASH_API void dense_fwd(const DenseArgs& args);
 
+// Attention backward (see vflash_varlen_bwd_args): writes args.dq, dk, dv.
+// Asynchronous on args.stream for CUDA tensors; synchronous on the CPU
+// reference for host tensors.
+VFLASH_API void varlen_bwd(const VarlenBwdArgs& args);
+
 // Device workspace bytes the call needs; validates the arguments.
 VFLASH_API size_t varlen_workspace_size(const VarlenArgs& args);
 VFLASH_API size_t dense_workspace_size(const DenseArgs& args);
+VFLASH_API size_t varlen_bwd_workspace_size(const VarlenBwdArgs& args);
 
 // Name of the kernel dispatch would choose for this call (validates).
 VFLASH_API std::string varlen_kernel_name(const VarlenArgs& args);
 VFLASH_API std::string dense_kernel_name(const DenseArgs& args);
+VFLASH_API std::string varlen_bwd_kernel_name(const VarlenBwdArgs& args);
 
 // `vflash doctor --json` report.
 VFLASH_API std::string doctor_json();
