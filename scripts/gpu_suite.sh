@@ -7,7 +7,10 @@
 #      kernel (VFLASH_FORCE_KERNEL), kernels from the arguments, else from
 #      $VFLASH_KERNELS, else every kernel `vflash doctor --json` lists,
 #   4. compute-sanitizer memcheck and racecheck over a small subset per kernel,
-#   5. a table of passed / failed / skipped counts per run, printed last.
+#   5. the GPU backward suite (tests/test_gpu_backward) once per backward kernel
+#      `vflash doctor --json` lists (VFLASH_FORCE_KERNEL), with compute-sanitizer
+#      memcheck and racecheck over a subset of it,
+#   6. a table of passed / failed / skipped counts per run, printed last.
 # Logs and gtest XML go to <build>/gpu-suite ($VFLASH_GPU_LOGS); when $OUT names
 # a folder, the summary table and a tarball of the logs are copied there too.
 #
@@ -18,7 +21,7 @@
 # and copy the checkout, .deps included, to the GPU host (about 80 s there on
 # an H100 with the Hopper kernel off). Extra cmake arguments: $VFLASH_CMAKE_ARGS
 # (e.g. -DVFLASH_BUILD_HOPPER=OFF). Steps 2-4 can be narrowed for split runs:
-# VFLASH_SUITE_RUNS="ctest dispatch forced sanitizers" (the default, all) lists
+# VFLASH_SUITE_RUNS="ctest dispatch forced sanitizers backward" (the default, all) lists
 # the ones to run. Exit status: nonzero if any step failed.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -104,7 +107,7 @@ record() {  # record <label> <exit status> <xml>
   [ "$2" -eq 0 ] || status=1
 }
 
-runs=" ${VFLASH_SUITE_RUNS:-ctest dispatch forced sanitizers} "
+runs=" ${VFLASH_SUITE_RUNS:-ctest dispatch forced sanitizers backward} "
 wanted() { [[ $runs == *" $1 "* ]]; }
 
 # --- CPU tests (and GPU tests of other binaries)
@@ -161,6 +164,32 @@ for k in ${kernels_sanitized-$kernels}; do
     grep -h "ERROR SUMMARY\|RACECHECK SUMMARY" "$out/${tool}_$k.log" | tail -n 1 | sed "s/^/    $tool $k: /" >>"$summary"
   done
 done
+
+# --- the backward suite per backward kernel, and sanitizers over a subset of it
+if wanted backward; then
+  backward_suite="$build/tests/test_gpu_backward"
+  backward_kernels=$(python3 -c 'import json,sys
+print(" ".join(k["name"] for f in json.load(sys.stdin)["families"] for k in f.get("backward_kernels", [])))' <"$out/doctor.json")
+  note "backward kernels under test: ${backward_kernels:-none}"
+  backward_filter='Cases/*/d64_bf16_full*:Cases/*/gqa4_d128_causal_fp16*:Cases/*/dv_192_128_causal_bf16*'
+  backward_filter+=':Cases/*/softcap_d80_causal_bf16*:Cases/*/rows_past_end_*:Cases/*/keyless_rows_*'
+  backward_filter+=':Cases/*/padded_strides_*:Random/*/?'
+  for k in $backward_kernels; do
+    note "GPU backward suite, forced $k"
+    VFLASH_FORCE_KERNEL=$k timeout "$step_timeout" "$backward_suite" --gtest_output="xml:$out/backward_$k.xml" \
+      >"$out/backward_$k.log" 2>&1
+    record "backward: $k" $? "$out/backward_$k.xml"
+    for tool in memcheck racecheck; do
+      note "compute-sanitizer $tool, backward $k"
+      VFLASH_FORCE_KERNEL=$k VFLASH_BWD_RANDOM_CASES=4 timeout "$step_timeout" compute-sanitizer --tool $tool \
+        --error-exitcode 99 "$backward_suite" --gtest_filter="$backward_filter" \
+        --gtest_output="xml:$out/${tool}_backward_$k.xml" >"$out/${tool}_backward_$k.log" 2>&1
+      record "$tool: backward $k" $? "$out/${tool}_backward_$k.xml"
+      grep -h "ERROR SUMMARY\|RACECHECK SUMMARY" "$out/${tool}_backward_$k.log" | tail -n 1 |
+        sed "s/^/    $tool backward $k: /" >>"$summary"
+    done
+  done
+fi
 
 note "done"
 {
