@@ -221,6 +221,25 @@ struct VarlenArrays {
         lse(as_optional_out(lse_, "lse")) {}
 };
 
+// The arrays of one backward call, converted in argument order.
+struct BackwardArrays {
+  InArray dout, q, k, v, out, lse, cu_q, cu_k;
+  OutArray dq, dk, dv;
+  BackwardArrays(nb::handle dout_, nb::handle q_, nb::handle k_, nb::handle v_, nb::handle out_, nb::handle lse_,
+                 nb::handle cu_q_, nb::handle cu_k_, nb::handle dq_, nb::handle dk_, nb::handle dv_)
+      : dout(as_array<InArray>(dout_, "dout")),
+        q(as_array<InArray>(q_, "q")),
+        k(as_array<InArray>(k_, "k")),
+        v(as_array<InArray>(v_, "v")),
+        out(as_array<InArray>(out_, "out")),
+        lse(as_array<InArray>(lse_, "lse")),
+        cu_q(as_array<InArray>(cu_q_, "cu_seqlens_q")),
+        cu_k(as_array<InArray>(cu_k_, "cu_seqlens_k")),
+        dq(as_array<OutArray>(dq_, "dq")),
+        dk(as_array<OutArray>(dk_, "dk")),
+        dv(as_array<OutArray>(dv_, "dv")) {}
+};
+
 // Queries the workspace the call needs, asks `allocate(bytes)` for it (the
 // caller's framework allocates on its stream), runs the call with the GIL
 // released, and keeps the workspace object alive until the call is enqueued.
@@ -258,7 +277,7 @@ std::string kernel_name(const Args& args, vflash_status (*name_of)(const Args*, 
 }  // namespace
 
 NB_MODULE(_C, m) {
-  m.doc() = "vflash: packed variable-length FlashAttention forward (C ABI binding)";
+  m.doc() = "vflash: packed variable-length FlashAttention, forward and backward (C ABI binding)";
 
   m.def(
       "varlen_fwd",
@@ -278,6 +297,44 @@ NB_MODULE(_C, m) {
       nb::arg("softcap"), nb::arg("stream"), nb::arg("allocate").none(), nb::arg("zero_rows_past_end") = false,
       "Packed varlen attention into `out` (and `lse`); `softmax_scale` 0 means 1/sqrt(d); "
       "`zero_rows_past_end`: rows past cu_seqlens_q[-1] are written as rows without keys (0, lse -inf).");
+
+  m.def(
+      "varlen_bwd",
+      [](nb::handle dout, nb::handle q, nb::handle k, nb::handle v, nb::handle out, nb::handle lse,
+         nb::handle cu_seqlens_q, nb::handle cu_seqlens_k, int max_seqlen_q, int max_seqlen_k, nb::handle dq,
+         nb::handle dk, nb::handle dv, float softmax_scale, bool causal, int window_left, int window_right,
+         float softcap, bool deterministic, uintptr_t stream, nb::object allocate) {
+        BackwardArrays a(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, dq, dk, dv);
+        vflash_varlen_bwd_args args;
+        vflash_varlen_bwd_args_init(&args);
+        args.dout = describe(a.dout, "dout");
+        args.q = describe(a.q, "q");
+        args.k = describe(a.k, "k");
+        args.v = describe(a.v, "v");
+        args.out = describe(a.out, "out");
+        args.lse = describe(a.lse, "lse");
+        args.cu_seqlens_q = describe(a.cu_q, "cu_seqlens_q");
+        args.cu_seqlens_k = describe(a.cu_k, "cu_seqlens_k");
+        args.dq = describe(a.dq, "dq");
+        args.dk = describe(a.dk, "dk");
+        args.dv = describe(a.dv, "dv");
+        args.max_seqlen_q = max_seqlen_q;
+        args.max_seqlen_k = max_seqlen_k;
+        args.softmax_scale = softmax_scale;
+        args.causal = causal ? 1 : 0;
+        args.window_left = window_left;
+        args.window_right = window_right;
+        args.softcap = softcap;
+        args.deterministic = deterministic ? 1 : 0;
+        args.stream = reinterpret_cast<void*>(stream);
+        run(args, &vflash_varlen_bwd_workspace_size, &vflash_varlen_bwd, allocate);
+      },
+      nb::arg("dout"), nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("lse"),
+      nb::arg("cu_seqlens_q"), nb::arg("cu_seqlens_k"), nb::arg("max_seqlen_q"), nb::arg("max_seqlen_k"),
+      nb::arg("dq"), nb::arg("dk"), nb::arg("dv"), nb::arg("softmax_scale"), nb::arg("causal"),
+      nb::arg("window_left"), nb::arg("window_right"), nb::arg("softcap"), nb::arg("deterministic"),
+      nb::arg("stream"), nb::arg("allocate").none(),
+      "Backward of packed varlen attention into `dq`, `dk`, `dv` from the forward's `out` and `lse`.");
 
   m.def(
       "dense_fwd",

@@ -1,8 +1,11 @@
-"""vflash: variable-length (packed) FlashAttention forward.
+"""vflash: variable-length (packed) FlashAttention, forward and backward.
 
-Drop-in for FlashAttention's forward entry points::
+Drop-in for FlashAttention's entry points::
 
     from vflash import flash_attn_varlen_func   # instead of: from flash_attn import ...
+
+The torch functions are differentiable (torch.autograd); every array type has
+the explicit backward flash_attn_varlen_bwd.
 
 Arrays may be torch tensors (run on torch's current stream, outputs and
 workspace allocated by torch, through the custom op ``torch.ops.vflash``),
@@ -31,6 +34,7 @@ __version__ = _C.version()
 __all__ = [
     "flash_attn_varlen_func",
     "flash_attn_func",
+    "flash_attn_varlen_bwd",
     "varlen_kernel_name",
     "kernel_name",
     "doctor",
@@ -44,7 +48,7 @@ _INT32_MAX = 2**31 - 1
 def _options(dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, block_table=None):
     """Check the scalar arguments; returns (scale, causal, left, right, softcap) for the C ABI."""
     if dropout_p != 0.0:
-        raise ValueError(f"dropout_p: vflash is a forward (inference) kernel; must be 0.0, got {dropout_p!r}")
+        raise ValueError(f"dropout_p: dropout is not supported by vflash; must be 0.0, got {dropout_p!r}")
     if alibi_slopes is not None:
         raise ValueError("alibi_slopes: ALiBi is not supported by vflash; must be None")
     if block_table is not None:
@@ -199,8 +203,10 @@ def flash_attn_varlen_func(
     key (FlashAttention gives +inf there); with FlashAttention-2's
     return_attn_probs=True (out, lse, None). `out`, when given, is written and
     returned; rows past cu_seqlens_q[-1] are left as they are in it, and are zeros
-    (lse -inf) in an out vflash allocates. dropout_p must be 0, alibi_slopes and block_table None;
-    deterministic is accepted (the forward pass always is).
+    (lse -inf) in an out vflash allocates. dropout_p must be 0, alibi_slopes and block_table None.
+    torch tensors that require grad make the call differentiable (q, k, v; lse is not);
+    deterministic=True makes that backward bit-identical run to run (the forward always is).
+    A caller's `out` cannot be combined with autograd.
     """
     scale, causal, left, right, softcap = _options(
         dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, block_table
@@ -215,7 +221,7 @@ def flash_attn_varlen_func(
     if kind == "torch":
         out, lse = _torch_ops.varlen(
             q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, causal, left, right,
-            softcap, want_lse, out,
+            softcap, want_lse, out, bool(deterministic),
         )
         return _result(out, lse, return_lse, return_attn_probs)
 
@@ -264,7 +270,7 @@ def flash_attn_func(
     _check_ndim(v, "v", 4, layout)
     want_lse = bool(return_lse or return_attn_probs)
     if kind == "torch":
-        out, lse = _torch_ops.dense(q, k, v, scale, causal, left, right, softcap, want_lse, out)
+        out, lse = _torch_ops.dense(q, k, v, scale, causal, left, right, softcap, want_lse, out, bool(deterministic))
         return _result(out, lse, return_lse, return_attn_probs)
 
     backend = _ArrayBackend(kind)
@@ -274,6 +280,58 @@ def flash_attn_func(
     lse = backend.empty((batch, heads_q, seqlen_q), backend.xp.float32) if want_lse else None
     _C.dense_fwd(q, k, v, out, lse, scale, causal, left, right, softcap, backend.stream(), backend.allocate)
     return _result(out, lse, return_lse, return_attn_probs)
+
+
+def flash_attn_varlen_bwd(
+    dout,
+    q,
+    k,
+    v,
+    out,
+    lse,
+    cu_seqlens_q,
+    cu_seqlens_k,
+    max_seqlen_q,
+    max_seqlen_k,
+    softmax_scale=None,
+    causal=False,
+    window_size=(-1, -1),
+    softcap=0.0,
+    deterministic=False,
+):
+    """Gradients (dq, dk, dv) of flash_attn_varlen_func for the upstream gradient dout.
+
+    q, k, v, cu_seqlens_*, max_seqlen_* and the options are the forward call's; out and
+    lse are what it returned (lse as with return_lse=True: float32 (heads_q, total_q)).
+    dout has out's shape and dtype. Returns dq, dk, dv shaped and typed as q, k, v:
+    dk and dv of a KV head sum the query heads of its group (GQA / MQA); rows past the
+    last sequence and query rows that see no key get zeros. deterministic=True makes the
+    GPU result bit-identical run to run (the CPU reference always is). Arrays may be
+    torch tensors, CuPy or numpy arrays, as for the forward.
+    """
+    scale, causal, left, right, softcap = _options(0.0, softmax_scale, causal, window_size, softcap, None)
+    max_seqlen_q = _seqlen(max_seqlen_q, "max_seqlen_q")
+    max_seqlen_k = _seqlen(max_seqlen_k, "max_seqlen_k")
+    kind = _framework(
+        q, dict(dout=dout, k=k, v=v, out=out, lse=lse, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k)
+    )
+    layout = "(total_tokens, heads, head_dim)"
+    for name, array in (("dout", dout), ("q", q), ("k", k), ("v", v), ("out", out)):
+        _check_ndim(array, name, 3, layout)
+    if kind == "torch":
+        inputs = [t.detach() for t in (dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k)]
+        return _torch_ops.varlen_backward(
+            *inputs, max_seqlen_q, max_seqlen_k, scale, causal, left, right, softcap, bool(deterministic)
+        )
+    backend = _ArrayBackend(kind)
+    dq = backend.empty(q.shape, q.dtype)
+    dk = backend.empty(k.shape, k.dtype)
+    dv = backend.empty(v.shape, v.dtype)
+    _C.varlen_bwd(
+        dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dq, dk, dv, scale, causal,
+        left, right, softcap, bool(deterministic), backend.stream(), backend.allocate,
+    )
+    return dq, dk, dv
 
 
 def _kernel_query(kind, inputs, out_shape, lse_shape, return_lse):

@@ -4,6 +4,9 @@ Registered with torch.library so that torch.compile (fullgraph) sees one opaque
 op with a fake (meta) implementation, and CUDA-graph capture records the launch
 on torch's current stream with outputs and workspace from torch's allocator.
 Ops that write a caller's `out` are separate ops declaring the mutation.
+The forward functions are differentiable: torch.autograd.Function classes run
+the forward op (with the LSE the backward needs) and the backward op
+vflash::varlen_bwd, which has a fake implementation too.
 """
 from __future__ import annotations
 
@@ -161,12 +164,95 @@ def _(q, k, v, softmax_scale, causal, window_left, window_right, softcap, return
     return _lse(q, _dense_shapes(q, v)[1], return_lse)
 
 
+def _varlen_bwd_new(dout, q, k, v, out, lse, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap,
+                    deterministic):
+    dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+    _C.varlen_bwd(
+        _dl(dout), _dl(q), _dl(k), _dl(v), _dl(out), _dl(lse), _dl(cu_q), _dl(cu_k), max_q, max_k, _dl(dq), _dl(dk),
+        _dl(dv), scale, causal, left, right, softcap, deterministic, _stream(q), _allocator(q),
+    )
+    return dq, dk, dv
+
+
+@torch.library.custom_op("vflash::varlen_bwd", mutates_args=())
+def varlen_bwd(
+    dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+    cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int,
+    softmax_scale: float, causal: bool, window_left: int, window_right: int, softcap: float, deterministic: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _varlen_bwd_new(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                           softmax_scale, causal, window_left, window_right, softcap, deterministic)
+
+
+@varlen_bwd.register_fake
+def _(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
+      window_left, window_right, softcap, deterministic):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
 # Calls go to the registered operators (OpOverload): their dispatch is several
 # times cheaper than calling the CustomOpDef objects above.
 _VARLEN = torch.ops.vflash.varlen_fwd.default
 _VARLEN_OUT = torch.ops.vflash.varlen_fwd_out.default
 _DENSE = torch.ops.vflash.dense_fwd.default
 _DENSE_OUT = torch.ops.vflash.dense_fwd_out.default
+_VARLEN_BWD = torch.ops.vflash.varlen_bwd.default
+
+
+class _VarlenAttention(torch.autograd.Function):
+    """out, lse = attention(q, k, v); gradients for q, k, v (lse is not differentiable)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, deterministic):
+        out, lse = _VARLEN(q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, True)
+        ctx.save_for_backward(q, k, v, cu_q, cu_k, out, lse)
+        ctx.options = (max_q, max_k, scale, causal, left, right, softcap, deterministic)
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, _dlse):
+        q, k, v, cu_q, cu_k, out, lse = ctx.saved_tensors
+        # Upstream gradients may be expanded views (stride 0): the library takes dense rows.
+        dq, dk, dv = _VARLEN_BWD(dout.contiguous(), q, k, v, out, lse, cu_q, cu_k, *ctx.options)
+        return dq, dk, dv, *([None] * 10)
+
+
+class _DenseAttention(torch.autograd.Function):
+    """Dense attention whose backward runs the varlen backward on the batch
+    flattened into equal-length sequences."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, scale, causal, left, right, softcap, deterministic):
+        out, lse = _DENSE(q, k, v, scale, causal, left, right, softcap, True)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.options = (scale, causal, left, right, softcap, deterministic)
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, _dlse):
+        q, k, v, out, lse = ctx.saved_tensors
+        batch, seqlen_q, heads_q, _ = q.shape
+        seqlen_k = k.shape[1]
+
+        def packed(t):
+            return t.reshape(t.shape[0] * t.shape[1], t.shape[2], t.shape[3])
+
+        def starts(seqlen):
+            return torch.arange(0, (batch + 1) * seqlen, seqlen, dtype=torch.int32, device=q.device)
+
+        # lse (batch, heads_q, seqlen_q) -> (heads_q, batch * seqlen_q), the varlen layout.
+        lse_packed = lse.permute(1, 0, 2).reshape(heads_q, batch * seqlen_q)
+        dq, dk, dv = _VARLEN_BWD(
+            packed(dout.contiguous()), packed(q), packed(k), packed(v), packed(out), lse_packed, starts(seqlen_q),
+            starts(seqlen_k), seqlen_q, seqlen_k, *ctx.options,
+        )
+        return dq.view(q.shape), dk.view(k.shape), dv.view(v.shape), *([None] * 6)
+
+
+def _needs_grad(*tensors):
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _eager(*tensors):
@@ -189,11 +275,37 @@ def _call(new, into, op, op_out, args, out, want_lse):
     return out, lse if want_lse else None
 
 
-def varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, want_lse, out):
+def _no_out_with_grad(out):
+    if out is not None:
+        raise ValueError(
+            "out: a caller's out cannot take part in autograd (q, k or v requires grad); pass out=None"
+        )
+
+
+def varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, want_lse, out,
+           deterministic=False):
+    if _needs_grad(q, k, v):
+        _no_out_with_grad(out)
+        out, lse = _VarlenAttention.apply(q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap,
+                                          deterministic)
+        return out, lse if want_lse else None
     args = (q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, want_lse)
     return _call(_varlen_new, _varlen_into, _VARLEN, _VARLEN_OUT, args, out, want_lse)
 
 
-def dense(q, k, v, scale, causal, left, right, softcap, want_lse, out):
+def dense(q, k, v, scale, causal, left, right, softcap, want_lse, out, deterministic=False):
+    if _needs_grad(q, k, v):
+        _no_out_with_grad(out)
+        out, lse = _DenseAttention.apply(q, k, v, scale, causal, left, right, softcap, deterministic)
+        return out, lse if want_lse else None
     args = (q, k, v, scale, causal, left, right, softcap, want_lse)
     return _call(_dense_new, _dense_into, _DENSE, _DENSE_OUT, args, out, want_lse)
+
+
+def varlen_backward(dout, q, k, v, out, lse, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap,
+                    deterministic):
+    """(dq, dk, dv) through the registered backward op (its implementation when eager)."""
+    args = (dout, q, k, v, out, lse, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap, deterministic)
+    if torch.compiler.is_compiling():
+        return _VARLEN_BWD(*args)
+    return _varlen_bwd_new(*args)
