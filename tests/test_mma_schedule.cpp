@@ -3,7 +3,8 @@
 // order unless head-major, which only equal unmasked tiles of sequences over
 // several query blocks take. And the shapes' switches: warp pairs
 // (key_split) for d256 only where two of their CTAs fit an SM, the lagging
-// softmax maximum everywhere but d80's standard shape.
+// softmax maximum everywhere but d80's standard shape. And the tile policy
+// (tile_policy): how the CTAs take tiles and in which order.
 #include <gtest/gtest.h>
 
 #include <set>
@@ -66,6 +67,20 @@ TEST(HeadMajorOrder, OnlyEqualUnmaskedTilesOfLongSequences) {
   p.window_right = -1;
   p.window_left = 64;
   EXPECT_FALSE(head_major_order(p, true, 8));
+}
+
+TEST(TilePolicy, EqualTilesRoundRobinUnevenOnesThroughTheCounter) {
+  FwdParams p;
+  p.batch = 2;
+  p.window_left = p.window_right = -1;
+  const TilePolicy equal = tile_policy(p, true, 3), uneven = tile_policy(p, false, 3);
+  EXPECT_TRUE(equal.round_robin);
+  EXPECT_TRUE(equal.head_major);  // head_major_order's rule, nothing else
+  EXPECT_FALSE(uneven.round_robin);
+  EXPECT_FALSE(uneven.head_major);
+  p.window_right = 0;  // causal
+  EXPECT_TRUE(tile_policy(p, true, 3).round_robin);
+  EXPECT_FALSE(tile_policy(p, true, 3).head_major);
 }
 
 TEST(KeySplit, PairsShareRowsAndNeedTheirPBuffer) {

@@ -12,11 +12,7 @@
 // which keeps the 64-bit arithmetic (and its registers) out of the kernels.
 #pragma once
 
-#if defined(__CUDACC__)
-#define VFLASH_HD __host__ __device__ __forceinline__
-#else
-#define VFLASH_HD inline
-#endif
+#include "kernels/common/host_device.hpp"
 
 namespace vflash::kernels {
 

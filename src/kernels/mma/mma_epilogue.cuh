@@ -15,7 +15,8 @@
 namespace vflash::mma {
 
 // A warp's rows of the tile `fin` from its O accumulators (the output columns
-// from key_half * 16 * kOutSteps with key split) and its softmax state.
+// from key_half * 16 * kOutSteps with key split) and its softmax state
+// (WarpSoftmax, mma_softmax.cuh).
 // partner_rows: the warp pairs' exchange buffer (key split only).
 template <class T, class Softmax, int kPartnerRows>
 __device__ __forceinline__ void write_output(const TileView<typename T::Element, T::kBlockM>& fin,
@@ -27,11 +28,6 @@ __device__ __forceinline__ void write_output(const TileView<typename T::Element,
   constexpr int kMAtoms = T::kMAtomsPerWarp;
   const FwdParams& p = args.p;
   Elem* o_base = fin.o(p) + key_half * T::kOutSteps * 16;
-  const auto quad_sum = [&](int ma, int half) {
-    float sum = sm.row_sum[ma][half];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    return sum + __shfl_xor_sync(0xffffffffu, sum, 2);
-  };
   if constexpr (T::kSplit == 2) {
     // Each warp summed its half of the keys (the partner read this warp's
     // last maxima before the block's second pair barrier).
@@ -39,22 +35,22 @@ __device__ __forceinline__ void write_output(const TileView<typename T::Element,
     for (int ma = 0; ma < kMAtoms; ++ma)
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        sm.row_sum[ma][half] = quad_sum(ma, half);
-        partner_rows[warp][ma * 16 + half * 8 + (lane >> 2)] = sm.row_sum[ma][half];
+        sm.row_sum[2 * ma + half] = sm.total(2 * ma + half);
+        partner_rows[warp][ma * 16 + half * 8 + (lane >> 2)] = sm.row_sum[2 * ma + half];
       }
     pair_barrier<T::kWarpsPerCta / 2>(warp / 2);
 #pragma unroll
     for (int ma = 0; ma < kMAtoms; ++ma)
 #pragma unroll
       for (int half = 0; half < 2; ++half)
-        sm.row_sum[ma][half] += partner_rows[warp ^ 1][ma * 16 + half * 8 + (lane >> 2)];
+        sm.row_sum[2 * ma + half] += partner_rows[warp ^ 1][ma * 16 + half * 8 + (lane >> 2)];
   }
 #pragma unroll
   for (int ma = 0; ma < kMAtoms; ++ma) {
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const float sum = T::kSplit == 2 ? sm.row_sum[ma][half] : quad_sum(ma, half);
-      const float inv = sum > 0.f ? 1.f / sum : 0.f;
+      const float sum = T::kSplit == 2 ? sm.row_sum[2 * ma + half] : sm.total(2 * ma + half);
+      const float inv = sm.normaliser(sum);
       const int r = warp_row0 + ma * 16 + (lane >> 2) + half * 8;
       if (r < fin.rows_valid) {
         const int token = r / args.stacked_heads, stacked = r % args.stacked_heads;  // of the tile's stacked heads
@@ -65,9 +61,8 @@ __device__ __forceinline__ void write_output(const TileView<typename T::Element,
             *reinterpret_cast<uint32_t*>(orow + t * 8) =
                 to_elem_x2<Elem>(o[ma][t][2 * half] * inv, o[ma][t][2 * half + 1] * inv);
         if (p.lse != nullptr && (lane & 3) == 0 && key_half == 0) {
-          const float lse2 = sum > 0.f ? sm.row_max[ma][half] * args.exp2_scale + __log2f(sum) : -INFINITY;
           p.lse[fin.g.batch * p.lse_batch_stride + (fin.head + stacked) * p.lse_head_stride + fin.g.q_start +
-                fin.g.m0 + token] = lse2 * 0.69314718055994531f;
+                fin.g.m0 + token] = sm.lse(2 * ma + half, sum, args.score.exp2_scale);
         }
       }
     }

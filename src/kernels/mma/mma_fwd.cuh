@@ -23,7 +23,7 @@
 
 #include <cmath>
 
-#include "kernels/common/constants.cuh"
+#include "kernels/common/score_constants.hpp"
 #include "kernels/mma/mma_epilogue.cuh"
 #include "kernels/mma/mma_loader.cuh"
 #include "kernels/mma/mma_mask.cuh"
@@ -36,58 +36,6 @@
 #include "params.hpp"
 
 namespace vflash::mma {
-
-// One key block's softmax step for a warp: S (masked, capped) becomes P in
-// pf[0], the softmax state advances and O is rescaled. With key split the
-// warp pair first agrees on the row maxima through partner_rows, and each
-// warp writes its P to the pair's buffer (p_store, p_slot) for its partner.
-template <class T, bool kLaggedMax, int kNTiles, int kPartnerRows>
-__device__ __forceinline__ void softmax_step(OnlineSoftmax<T::kMAtomsPerWarp, kNTiles, kLaggedMax>& sm,
-                                             float (&s)[T::kMAtomsPerWarp][kNTiles][4],
-                                             uint32_t (&pf)[T::kSplit][T::kMAtomsPerWarp][kNTiles / 2][4],
-                                             float (&o)[T::kMAtomsPerWarp][2 * T::kOutSteps][4],
-                                             float (&partner_rows)[kPartnerRows][16 * T::kMAtomsPerWarp], float f,
-                                             int warp, int lane, uint32_t p_store, int p_slot) {
-  constexpr int kMAtoms = T::kMAtomsPerWarp;
-  bool max_moved = false;
-  float corr[kMAtoms][2];
-  float mxs[kMAtoms][2];
-#pragma unroll
-  for (int ma = 0; ma < kMAtoms; ++ma) {
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const float mx = sm.block_max(s, ma, half);
-      if constexpr (T::kSplit == 2) {
-        mxs[ma][half] = mx;
-        partner_rows[warp][ma * 16 + half * 8 + (lane >> 2)] = mx;
-      } else {
-        sm.exponentiate(s, ma, half, mx, f, corr[ma][half], max_moved);
-      }
-    }
-    if constexpr (T::kSplit == 1) p_fragments<typename T::Element>(pf[0], s, ma);
-  }
-  if constexpr (T::kSplit == 2) {
-    // The warp pair's common maxima; then each warp's P into the pair's
-    // buffer, for the partner's P*V after the warp's own keys. (Both
-    // buffers are rewritten only after the next block's top barrier.)
-    pair_barrier<T::kWarpsPerCta / 2>(warp / 2);
-#pragma unroll
-    for (int ma = 0; ma < kMAtoms; ++ma) {
-#pragma unroll
-      for (int half = 0; half < 2; ++half)
-        sm.exponentiate(s, ma, half, fmaxf(mxs[ma][half], partner_rows[warp ^ 1][ma * 16 + half * 8 + (lane >> 2)]),
-                        f, corr[ma][half], max_moved);
-      p_fragments<typename T::Element>(pf[0], s, ma);
-#pragma unroll
-      for (int kk = 0; kk < kNTiles / 2; ++kk)
-#pragma unroll
-        for (int j = 0; j < 4; ++j)  // j: rows +8 (j & 1), keys +8 (j >> 1) of 16-key step kk
-          st_shared_b32(p_store + (ma * 16 + (j & 1) * 8) * 128 + (((2 * kk + (j >> 1)) ^ p_slot) << 4),
-                        pf[0][ma][kk][j]);
-    }
-  }
-  rescale_o(o, corr, max_moved);
-}
 
 // kRowBounds: the call has a causal mask or a window (per-row key bounds);
 // without, the only mask is the sequence end, and the kernel keeps none of
@@ -102,7 +50,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   using T = FwdTile<Elem, kBucket, kWarps, kMAtoms, kBlockN, kKVStages, kKeySplit>;
   using View = TileView<Elem, T::kBlockM>;
   using Queue = TileQueue<kRowBounds, T::kBlockM, kBlockN>;
-  constexpr int kBlockM = T::kBlockM, kChunks = T::kChunks, kNTiles = T::kNTiles;
+  constexpr int kBlockM = T::kBlockM, kNTiles = T::kNTiles;
   constexpr uint32_t kKVBytes = T::kKVBytes;
 
   // Q, then the stages of K and V. Two stages: block i computes from stage
@@ -129,10 +77,10 @@ __global__ void __launch_bounds__(kWarps * 32)
   // call's d and d_v): branch-free inner loops; only d_v/8 output tiles are stored.
   const int out_tiles = p.head_dim_v / 8;
   const Loader<T> load{p, args, sQ, sK, sV, p.head_dim / 8, p.head_dim_v / 8};
-  const LaneOffsets<kChunks> q_lane(sQ, lane & 15, lane >> 4);
-  const LaneOffsets<kChunks> k_lane(sK + key_half * (kBlockN / 2) * T::kRowBytes, (lane & 7) + ((lane >> 4) << 3),
-                                    (lane >> 3) & 1);
-  const LaneOffsets<kChunks> v_lane(sV + key_half * T::kOutSteps * 32, lane & 15, lane >> 4);
+  const LaneOffsets<T::kChunks> q_lane(sQ, lane & 15, lane >> 4);
+  const LaneOffsets<T::kChunks> k_lane(sK + key_half * (kBlockN / 2) * T::kRowBytes,
+                                       (lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1);
+  const LaneOffsets<T::kChunks> v_lane(sV + key_half * T::kOutSteps * 32, lane & 15, lane >> 4);
   // V rows of the warp's own keys (its P in registers) and of its partner's
   // (their P from the warp pair's buffer, sP: row r of the warp pair's rows at
   // line r, chunk c of 8 keys at slot (c ^ r) & 7).
@@ -143,9 +91,9 @@ __global__ void __launch_bounds__(kWarps * 32)
   const uint32_t p_store = sP + (lane >> 2) * 128 + (lane & 3) * 4;
   const Queue queue(block_slot, next_slot, args);
 
-  int tile = blockIdx.x;
+  int tile = queue.initial();
   if (tile >= queue.num_tiles) return;
-  queue.fetch(args, tile, 0);
+  queue.fetch(tile, 0);
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
@@ -158,12 +106,13 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 
   for (int slot = 0;; slot = Queue::following(slot)) {
-    queue.claim_next(args, tile, slot);
+    queue.claim_next(tile, slot);
     cp_async_commit();
     const auto next_view = [&] {
       return View(block_slot[Queue::following(slot)], queue.group_of(next_slot[slot]), args);
     };
     const View cur(block_slot[slot], queue.group_of(tile), args);
+    const auto loads = block_loads(load, cur, [&] { return queue.has_next(slot); }, next_view);
     // Mask bounds (KeyMask) relative to the row; has_* false when the bound excludes nothing.
     const int sq = cur.g.seqlen_q, sk = cur.g.seqlen_k, m0 = cur.g.m0;
     const int m_last = m0 + cur.tokens_valid - 1;
@@ -180,91 +129,39 @@ __global__ void __launch_bounds__(kWarps * 32)
     // of the CTA barriers and reports hazards that do not exist.
     const bool warp_active = kKeySplit || warp_row0 < cur.rows_valid;
     float o[kMAtoms][2 * T::kOutSteps][4];
-    OnlineSoftmax<kMAtoms, kNTiles, kLaggedMax> sm;
+    WarpSoftmax<kMAtoms, kNTiles, kLaggedMax> sm;
+    sm.reset();
     QFragments<T> qf;
-#pragma unroll
-    for (int ma = 0; ma < kMAtoms; ++ma) {
-#pragma unroll
-      for (int t = 0; t < 2 * T::kOutSteps; ++t)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) o[ma][t][e] = 0.f;
-      sm.reset(ma);
-    }
+    zero(o);
 
-    if (nb_end == nb_first) {  // no key visible: start the next tile's loads
-      cp_async_wait<0>();
-      __syncthreads();
-      if (queue.has_next(slot)) {
-        const View nxt = next_view();
-        load.q(nxt);
-        load.first(nxt, stage);
-      }
-      cp_async_commit();
-    }
+    if (nb_end == nb_first) loads.keyless(stage);  // no key visible: start the next tile's loads
 
     for (int nb = nb_end - 1; nb >= nb_first; --nb) {
       const int n0 = nb * kBlockN;
       cp_async_wait<0>();
       __syncthreads();  // block nb (and Q) landed; every warp is done with the other stage
-      if constexpr (kKVStages == 2) {
-        if (nb > nb_first) {
-          load.k(cur, nb - 1, stage ^ 1);
-          load.v(cur, nb - 1, stage ^ 1);
-        } else if (queue.has_next(slot)) {
-          load.first(next_view(), stage ^ 1);
-        }
-      } else {
-        load.v(cur, nb, 0);
-      }
-      cp_async_commit();
+      loads.at_top(nb, nb_first, stage);
       const uint32_t k_stage = stage * kKVBytes, v_stage = stage * kKVBytes;
-
-      // Every warp is done with Q at a tile's last block: the next tile's Q may load.
-      const auto load_next_q = [&] {
-        __syncthreads();
-        if (queue.has_next(slot)) load.q(next_view());
-        cp_async_commit();
-      };
-      // One stage, after Q*K^T: V of this block lands; every warp is done
-      // with K (and at a tile's last block with Q), which take the next block's.
-      const auto load_next_k = [&] {
-        cp_async_wait<0>();
-        __syncthreads();
-        if (nb > nb_first) {
-          load.k(cur, nb - 1, 0);
-        } else if (queue.has_next(slot)) {
-          const View nxt = next_view();
-          load.q(nxt);
-          load.first(nxt, 0);
-        }
-        cp_async_commit();
-      };
       uint32_t pf[T::kSplit][kMAtoms][kNTiles / 2][4];  // P as A fragments of P*V: own keys, partner's
       float s[kMAtoms][kNTiles][4];
       if (warp_active) qk_scores<T, kNTiles>(s, qf, q_lane, k_lane, k_stage, warp_row0, nb == nb_end - 1);
       if constexpr (kKVStages == 1) {
-        load_next_k();
+        loads.next_k(nb, nb_first);
       } else if constexpr (T::kEarlyQLoad) {
-        if (nb == nb_first) load_next_q();
+        if (nb == nb_first) loads.next_q();
       }
 
       if (warp_active) {
-        if (args.softcap > 0.f) {  // rare: cap * tanh(score * scale / cap), in place
-#pragma unroll
-          for (int ma = 0; ma < kMAtoms; ++ma)
-#pragma unroll
-            for (int t = 0; t < kNTiles; ++t)
-#pragma unroll
-              for (int e = 0; e < 4; ++e) s[ma][t][e] = args.softcap * tanhf(s[ma][t][e] * args.softcap_in);
-        }
+        if (args.score.has_softcap()) cap_scores(s, args.score);  // rare
         if (n0 + kBlockN > sk || (has_hi && n0 + kBlockN - 1 > m0 + hi) || (has_lo && n0 < int64_t(m_last) + lo))
           KeyMask<kRowBounds>{sk, m0, m_last, has_lo, has_hi, lo, hi}.template apply<kBlockN>(
               s, n0, key_half, warp_row0, lane, args.stacked_heads);
-        softmax_step<T, kLaggedMax, kNTiles>(sm, s, pf, o, partner_rows, args.exp2_scale, warp, lane, p_store, p_slot);
+        softmax_step<T, kLaggedMax, kNTiles>(sm, s, pf, o, partner_rows, args.score.exp2_scale, warp, lane, p_store,
+                                             p_slot);
       }
 
       if constexpr (kKVStages == 2 && !T::kEarlyQLoad) {
-        if (nb == nb_first) load_next_q();
+        if (nb == nb_first) loads.next_q();
       }
       if (warp_active) pv_accumulate<T, kNTiles>(o, pf, p_lane, v_lane, v_stage, v_own, v_other, warp);
       if constexpr (kKVStages == 2) stage ^= 1;
@@ -327,9 +224,7 @@ int launch_fwd_tiles(const FwdParams& p) {
   args.implied_blocks = implied ? int(max_query_blocks(p, tokens)) : 0;
   args.group = p.heads_q / p.heads_k;
   args.stacked_heads = stacked;
-  args.softcap = p.softcap;
-  args.softcap_in = p.softcap > 0.f ? p.softmax_scale / p.softcap : 0.f;
-  args.exp2_scale = p.softcap > 0.f ? kernels::kLog2e : p.softmax_scale * kernels::kLog2e;
+  args.score = kernels::score_constants(p);
   const int grid = int(max_tiles < ctas ? max_tiles : ctas);
   kernel<<<grid, cfg.threads(), smem, static_cast<cudaStream_t>(p.stream)>>>(args);
   return cudaGetLastError();

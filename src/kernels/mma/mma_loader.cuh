@@ -152,4 +152,72 @@ struct Loader {
   }
 };
 
+// The loads that overlap a tile's key blocks, in the kernel's pipeline
+// (mma_fwd.cuh): this tile's next block, and at its last block the next
+// tile's Q and first block. has_next(): whether there is a next tile (read
+// after the barrier that publishes it); next_view(): its view.
+template <class T, class HasNext, class NextView>
+struct BlockLoads {
+  using View = TileView<typename T::Element, T::kBlockM>;
+  Loader<T> load;  // by value: held by reference, the loop's code grew (ptxas)
+  View cur;
+  HasNext has_next;
+  NextView next_view;
+
+  // A tile without visible keys: the next tile's Q and first block, at once.
+  __device__ __forceinline__ void keyless(int stage) const {
+    cp_async_wait<0>();
+    __syncthreads();
+    if (has_next()) {
+      const View nxt = next_view();
+      load.q(nxt);
+      load.first(nxt, stage);
+    }
+    cp_async_commit();
+  }
+  // At block nb's top barrier. Two stages: the next block (at the tile's
+  // last block, the next tile's first) into the other stage. One stage: this
+  // block's V.
+  __device__ __forceinline__ void at_top(int nb, int nb_first, int stage) const {
+    if constexpr (T::kStages == 2) {
+      if (nb > nb_first) {
+        load.k(cur, nb - 1, stage ^ 1);
+        load.v(cur, nb - 1, stage ^ 1);
+      } else if (has_next()) {
+        load.first(next_view(), stage ^ 1);
+      }
+    } else {
+      load.v(cur, nb, 0);
+    }
+    cp_async_commit();
+  }
+  // Every warp is done with Q at a tile's last block: the next tile's Q may load.
+  __device__ __forceinline__ void next_q() const {
+    __syncthreads();
+    if (has_next()) load.q(next_view());
+    cp_async_commit();
+  }
+  // One stage, after Q*K^T: V of this block lands; every warp is done with K
+  // (and at a tile's last block with Q), which take the next block's.
+  __device__ __forceinline__ void next_k(int nb, int nb_first) const {
+    cp_async_wait<0>();
+    __syncthreads();
+    if (nb > nb_first) {
+      load.k(cur, nb - 1, 0);
+    } else if (has_next()) {
+      const View nxt = next_view();
+      load.q(nxt);
+      load.first(nxt, 0);
+    }
+    cp_async_commit();
+  }
+};
+
+template <class T, class HasNext, class NextView>
+__device__ __forceinline__ BlockLoads<T, HasNext, NextView> block_loads(
+    const Loader<T>& load, const TileView<typename T::Element, T::kBlockM>& cur, HasNext has_next,
+    NextView next_view) {
+  return {load, cur, has_next, next_view};
+}
+
 }  // namespace vflash::mma

@@ -17,6 +17,17 @@ namespace vflash::mma {
 template <class T>
 using QFragments = uint32_t[T::kQInRegs ? T::kMAtomsPerWarp : 1][T::kQInRegs ? T::kSteps : 1][4];
 
+// Accumulators (O before a tile's first block, S before a block's Q*K^T) = 0.
+template <int kMAtoms, int kTiles>
+__device__ __forceinline__ void zero(float (&acc)[kMAtoms][kTiles][4]) {
+#pragma unroll
+  for (int ma = 0; ma < kMAtoms; ++ma)
+#pragma unroll
+    for (int t = 0; t < kTiles; ++t)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[ma][t][e] = 0.f;
+}
+
 // S of the warp's rows (from warp_row0) and keys (k_lane, stage k_stage).
 // first_block: the tile's first block, which reads Q into qf.
 template <class T, int kNTiles>
@@ -33,12 +44,7 @@ __device__ __forceinline__ void qk_scores(float (&s)[T::kMAtomsPerWarp][kNTiles]
         for (int ks = 0; ks < kSteps; ++ks) ldmatrix_x4(qf[ma][ks], q_lane.at(warp_row0 + ma * 16, 2 * ks));
     }
   }
-#pragma unroll
-  for (int ma = 0; ma < kMAtoms; ++ma)
-#pragma unroll
-    for (int t = 0; t < kNTiles; ++t)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s[ma][t][e] = 0.f;
+  zero(s);
 
 #pragma unroll
   for (int ks = 0; ks < kSteps; ++ks) {

@@ -1,5 +1,5 @@
 // Thin wrappers over the warp-level PTX the mma kernel is built from:
-// cp.async (16-byte, zero-filling), ldmatrix, mma.sync m16n8k16, ex2.approx,
+// cp.async (16-byte, zero-filling), ldmatrix, mma.sync m16n8k16,
 // and the named barrier of a warp pair.
 // All need compute capability 8.0+, the floor of this kernel family.
 #pragma once
@@ -88,13 +88,6 @@ __device__ __forceinline__ uint32_t to_elem_x2(float lo, float hi) {
     memcpy(&r, &v, 4);
   }
   return r;
-}
-
-// 2^x; -inf gives +0.
-__device__ __forceinline__ float exp2_approx(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
 }
 
 }  // namespace vflash::mma

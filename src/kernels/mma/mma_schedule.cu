@@ -58,15 +58,20 @@ __global__ void __launch_bounds__(kPrepassThreads)
   const int offset = incl - count + (warp > 0 ? warp_totals[warp - 1] : 0);
   const int total = warp_totals[kPrepassThreads / 32 - 1];
   bins[tid] = offset;
+  __shared__ int uneven;
   if (tid == 0) {
     header->num_blocks = total;
     header->claimed = 0;
-    header->equal_costs = 1;
+    uneven = 0;
   }
   __syncthreads();
-  if (count > 0 && count < total) header->equal_costs = 0;  // blocks in more than one bin
+  if (count > 0 && count < total) uneven = 1;  // blocks in more than one bin
   __syncthreads();
-  if (tid == 0) header->head_major = head_major_order(p, header->equal_costs != 0, total);
+  if (tid == 0) {
+    const TilePolicy policy = tile_policy(p, uneven == 0, total);
+    header->round_robin = policy.round_robin;
+    header->head_major = policy.head_major;
+  }
   for_each_query_block(p, block_m, block_n, [&](const QueryBlock& qb, int bin) {
     blocks[atomicAdd(&bins[bin], 1)] = qb;
   });

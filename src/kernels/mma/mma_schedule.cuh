@@ -155,10 +155,10 @@ __device__ __forceinline__ QueryBlock implied_query_block(const FwdParams& p, in
 
 // Workspace: a 16-byte header then the query blocks, most key blocks first.
 struct alignas(16) TileListHeader {
-  int num_blocks;  // query blocks in the list
+  int num_blocks;   // query blocks in the list
   int claimed;      // tiles past the first gridDim.x that CTAs have claimed (zeroed by the prepass)
-  int equal_costs;  // 1: every query block visits as many key blocks (and gets the same bin)
-  int head_major;   // tile_index's order (set by the prepass)
+  int round_robin;  // TilePolicy (set by the prepass)
+  int head_major;
 };
 
 // The (query block, head group) of tile t. By default the group innermost: tiles
@@ -175,6 +175,21 @@ struct TileIndex {
 // Whether a call's tiles go head by head (the rule above).
 __host__ __device__ __forceinline__ bool head_major_order(const FwdParams& p, bool equal_costs, int num_blocks) {
   return equal_costs && p.window_left < 0 && p.window_right < 0 && num_blocks > p.batch;
+}
+
+// How the CTAs take a call's tiles (kernels::TileClaim) and in which order:
+// equal tiles (every query block visits as many key blocks) round-robin,
+// which is faster for them (docs/tuning.md); uneven ones (causal, mixed
+// lengths) through the list's counter as the CTAs ask, longest first (a
+// fixed round-robin left the CTA with the longest tiles up to a longest tile
+// behind). The one place the policy is chosen: by the launch for implied
+// query blocks (equal_costs) and by the prepass, which sees the costs.
+struct TilePolicy {
+  bool round_robin;
+  bool head_major;  // tile_index's order
+};
+__host__ __device__ __forceinline__ TilePolicy tile_policy(const FwdParams& p, bool equal_costs, int num_blocks) {
+  return {equal_costs, head_major_order(p, equal_costs, num_blocks)};
 }
 
 __host__ __device__ __forceinline__ TileIndex tile_index(int t, int num_blocks, int head_groups, bool head_major) {

@@ -1,66 +1,42 @@
-// The mma kernel's online softmax, in the exp2 domain: per row a reference
-// maximum and a running sum; per key block the exponentials
-// p = 2^(s * f - max * f) (one FFMA and one ex2 per score, f = exp2_scale),
-// P as the A fragments of P*V, and O's rescale when a reference moved.
+// The mma kernel's side of the online softmax (kernels/common/online_softmax.cuh):
+// the mma.sync accumulator layout of S and O, P as the A fragments of P*V,
+// and with key split the warp pair's exchange of row maxima and P.
 #pragma once
 
 #include <cuda_runtime.h>
 
-#include <cmath>
 #include <cstdint>
 
+#include "kernels/common/online_softmax.cuh"
+#include "kernels/common/score_constants.hpp"
 #include "kernels/mma/mma_ptx.cuh"
+#include "kernels/mma/mma_tile.cuh"
 
 namespace vflash::mma {
 
-// Row (ma, half) of a thread: rows lane/4 and lane/4 + 8 of each m atom; a
-// row's 2 * kNTiles values per thread, spread over the 4 threads of a quad.
-// kLaggedMax: the reference follows the maximum only when it falls behind by
-// more than 2^kMaxLag in p (p then stays <= 256, which fp32 sums and 16-bit P
-// carry as precisely as p <= 1), so that after a row's first block O's
-// rescale (a multiply per accumulator) is rarely due.
+// A warp's softmax state: row r = 2 * ma + half is row lane / 4 + 8 * half of
+// m atom ma; its 2 * kNTiles values per thread (s[ma][t][2 * half + e]) are
+// spread over the 4 threads of a quad. O's rescale is skipped while no
+// reference of the warp moves.
 template <int kMAtoms, int kNTiles, bool kLaggedMax>
-struct OnlineSoftmax {
-  static constexpr float kMaxLag = 8.f;
-  float row_max[kMAtoms][2];  // raw-score reference maximum
-  float row_sum[kMAtoms][2];  // per-thread partial sums
+using WarpSoftmax = kernels::OnlineSoftmax<2 * kMAtoms, 2 * kNTiles, 4, kLaggedMax, true>;
 
-  // A new tile's rows of m atom ma: nothing seen yet.
-  __device__ __forceinline__ void reset(int ma) {
-    row_max[ma][0] = row_max[ma][1] = -INFINITY;
-    row_sum[ma][0] = row_sum[ma][1] = 0.f;
-  }
+// Value i of row (ma, half) of S.
+template <int kMAtoms, int kNTiles>
+__device__ __forceinline__ auto row_values(float (&s)[kMAtoms][kNTiles][4], int ma, int half) {
+  return [&s, ma, half](int i) -> float& { return s[ma][i >> 1][2 * half + (i & 1)]; };
+}
 
-  // The row's maximum so far (this block's scores and the reference), over the quad.
-  __device__ __forceinline__ float block_max(const float (&s)[kMAtoms][kNTiles][4], int ma, int half) const {
-    float mx = row_max[ma][half];
+// Scores in place of S: softcap_out * tanh(s * softcap_in) (ScoreConstants).
+template <int kMAtoms, int kNTiles>
+__device__ __forceinline__ void cap_scores(float (&s)[kMAtoms][kNTiles][4], const kernels::ScoreConstants& c) {
 #pragma unroll
-    for (int t = 0; t < kNTiles; ++t) mx = fmaxf(mx, fmaxf(s[ma][t][2 * half], s[ma][t][2 * half + 1]));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    return fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-  }
-
-  // Given the row's maximum mx: its reference, O's correction factor corr,
-  // the exponentials (in place of the scores) and the sum. moved: set when
-  // the reference changed.
-  __device__ __forceinline__ void exponentiate(float (&s)[kMAtoms][kNTiles][4], int ma, int half, float mx, float f,
-                                               float& corr, bool& moved) {
-    // (-inf) - (-inf) is NaN: a row with no visible key so far keeps -inf.
-    const float ref = !kLaggedMax || (mx - row_max[ma][half]) * f > kMaxLag ? mx : row_max[ma][half];
-    const float base = ref == -INFINITY ? 0.f : ref * f;  // all masked so far: p = 0
-    corr = exp2_approx(row_max[ma][half] * f - base);
-    moved |= ref != row_max[ma][half];
-    row_max[ma][half] = ref;
-    float sum = 0.f;
+  for (int ma = 0; ma < kMAtoms; ++ma)
 #pragma unroll
-    for (int t = 0; t < kNTiles; ++t) {
-      s[ma][t][2 * half] = exp2_approx(fmaf(s[ma][t][2 * half], f, -base));
-      s[ma][t][2 * half + 1] = exp2_approx(fmaf(s[ma][t][2 * half + 1], f, -base));
-      sum += s[ma][t][2 * half] + s[ma][t][2 * half + 1];
-    }
-    row_sum[ma][half] = row_sum[ma][half] * corr + sum;
-  }
-};
+    for (int t = 0; t < kNTiles; ++t)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[ma][t][e] = c.capped(s[ma][t][e]);
+}
 
 // P of m atom ma (exponentials, fp32) as the A fragments of P*V, one per
 // 16-key step.
@@ -76,19 +52,68 @@ __device__ __forceinline__ void p_fragments(uint32_t (&pf)[kMAtoms][kNTiles / 2]
   }
 }
 
-// O *= corr per row, skipped when no reference in the warp moved (once the
-// maxima settle: most blocks of long rows).
+// O *= corr per row (accumulator entry e of m atom ma belongs to row 2 * ma + e / 2).
 template <int kMAtoms, int kOutTiles>
-__device__ __forceinline__ void rescale_o(float (&o)[kMAtoms][kOutTiles][4], const float (&corr)[kMAtoms][2],
-                                          bool moved) {
-  if (__any_sync(0xffffffffu, moved)) {
+__device__ __forceinline__ void rescale_o(float (&o)[kMAtoms][kOutTiles][4], const float (&corr)[2 * kMAtoms]) {
 #pragma unroll
-    for (int ma = 0; ma < kMAtoms; ++ma)
+  for (int ma = 0; ma < kMAtoms; ++ma)
 #pragma unroll
-      for (int t = 0; t < kOutTiles; ++t)
+    for (int t = 0; t < kOutTiles; ++t)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) o[ma][t][e] *= corr[ma][e >> 1];
+      for (int e = 0; e < 4; ++e) o[ma][t][e] *= corr[2 * ma + (e >> 1)];
+}
+
+// One key block's softmax step for a warp: S (masked, capped) becomes P in
+// pf[0], the softmax state advances and O is rescaled. With key split the
+// warp pair first agrees on the row maxima through partner_rows, and each
+// warp writes its P to the pair's buffer (p_store, p_slot) for its partner.
+template <class T, bool kLaggedMax, int kNTiles, int kPartnerRows>
+__device__ __forceinline__ void softmax_step(WarpSoftmax<T::kMAtomsPerWarp, kNTiles, kLaggedMax>& sm,
+                                             float (&s)[T::kMAtomsPerWarp][kNTiles][4],
+                                             uint32_t (&pf)[T::kSplit][T::kMAtomsPerWarp][kNTiles / 2][4],
+                                             float (&o)[T::kMAtomsPerWarp][2 * T::kOutSteps][4],
+                                             float (&partner_rows)[kPartnerRows][16 * T::kMAtomsPerWarp], float f,
+                                             int warp, int lane, uint32_t p_store, int p_slot) {
+  constexpr int kMAtoms = T::kMAtomsPerWarp;
+  bool max_moved = false;
+  float corr[2 * kMAtoms];
+  float mxs[kMAtoms][2];
+#pragma unroll
+  for (int ma = 0; ma < kMAtoms; ++ma) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const float mx = sm.block_max(2 * ma + half, row_values(s, ma, half));
+      if constexpr (T::kSplit == 2) {
+        mxs[ma][half] = mx;
+        partner_rows[warp][ma * 16 + half * 8 + (lane >> 2)] = mx;
+      } else {
+        corr[2 * ma + half] = sm.exponentiate(2 * ma + half, mx, f, row_values(s, ma, half), max_moved);
+      }
+    }
+    if constexpr (T::kSplit == 1) p_fragments<typename T::Element>(pf[0], s, ma);
   }
+  if constexpr (T::kSplit == 2) {
+    // The warp pair's common maxima; then each warp's P into the pair's
+    // buffer, for the partner's P*V after the warp's own keys. (Both
+    // buffers are rewritten only after the next block's top barrier.)
+    pair_barrier<T::kWarpsPerCta / 2>(warp / 2);
+#pragma unroll
+    for (int ma = 0; ma < kMAtoms; ++ma) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const float mx = fmaxf(mxs[ma][half], partner_rows[warp ^ 1][ma * 16 + half * 8 + (lane >> 2)]);
+        corr[2 * ma + half] = sm.exponentiate(2 * ma + half, mx, f, row_values(s, ma, half), max_moved);
+      }
+      p_fragments<typename T::Element>(pf[0], s, ma);
+#pragma unroll
+      for (int kk = 0; kk < kNTiles / 2; ++kk)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)  // j: rows +8 (j & 1), keys +8 (j >> 1) of 16-key step kk
+          st_shared_b32(p_store + (ma * 16 + (j & 1) * 8) * 128 + (((2 * kk + (j >> 1)) ^ p_slot) << 4),
+                        pf[0][ma][kk][j]);
+    }
+  }
+  sm.settle(max_moved, corr, [&] { rescale_o(o, corr); });
 }
 
 }  // namespace vflash::mma

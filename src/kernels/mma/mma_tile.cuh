@@ -7,6 +7,7 @@
 #include <bit>
 #include <cstdint>
 
+#include "kernels/common/score_constants.hpp"
 #include "kernels/mma/mma_ptx.cuh"
 #include "kernels/mma/mma_schedule.cuh"
 #include "params.hpp"
@@ -18,9 +19,7 @@ struct FwdArgs {
   TileListHeader* header;    // null when the query blocks are implied (query_blocks_implied)
   const QueryBlock* blocks;
   int implied_blocks;        // their count then
-  float exp2_scale;  // score -> log2 units: softmax_scale*log2e (log2e after the softcap)
-  float softcap;     // 0: none; else scores become softcap * tanh(score * softcap_in)
-  float softcap_in;  // softmax_scale / softcap
+  kernels::ScoreConstants score;  // score_constants(p)
   int group;         // query heads per key/value head
   int stacked_heads;  // query heads stacked in a tile's rows (stacked_heads())
 };

@@ -6,7 +6,8 @@
 // (sequence, query head). Four consecutive lanes share a query row: each keeps
 // a quarter of the row's scores of the current key tile and a quarter of its
 // output accumulator. Key/value tiles of kBlockN rows are staged in shared
-// memory; the softmax is the usual online (running max / running sum) one.
+// memory; the online softmax is the one every kernel runs
+// (kernels/common/online_softmax.cuh).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -16,7 +17,8 @@
 #include <cstdint>
 #include <span>
 
-#include "kernels/common/constants.cuh"
+#include "kernels/common/online_softmax.cuh"
+#include "kernels/common/score_constants.hpp"
 #include "kernels/common/visible_keys.cuh"
 #include "registry.hpp"
 
@@ -28,8 +30,9 @@ constexpr int kLanesPerRow = 4;
 constexpr int kBlockM = kThreads / kLanesPerRow;  // query rows per tile
 constexpr int kBlockN = 32;                        // keys per tile
 constexpr int kScoresPerLane = kBlockN / kLanesPerRow;
-using kernels::kLog2e;
-constexpr float kLn2 = 0.6931471805599453f;
+// A thread's row: kScoresPerLane scores of each key tile, the row over
+// kLanesPerRow lanes; O rescaled only when a reference of the warp moved.
+using RowSoftmax = kernels::OnlineSoftmax<1, kScoresPerLane, kLanesPerRow, false, true>;
 
 // Shared-memory rows hold d/2 words (two 16-bit elements each) plus one word
 // of padding: d is a multiple of 8, so the padded stride is odd and lanes
@@ -100,8 +103,9 @@ __device__ kernels::KeySpan row_keys_of(const FwdParams& p, const SequenceView& 
 
 // kDvMax bounds head_dim_v: each lane accumulates kDvMax / kLanesPerRow outputs.
 template <typename T, int kDvMax>
-__global__ void __launch_bounds__(kThreads, 1) simt_attention_kernel(const FwdParams p, int64_t tiles_per_head,
-                                                                  int64_t total_tiles) {
+__global__ void __launch_bounds__(kThreads, 1) simt_attention_kernel(const FwdParams p,
+                                                                  const kernels::ScoreConstants sc,
+                                                                  int64_t tiles_per_head, int64_t total_tiles) {
   extern __shared__ uint32_t smem_words[];
   const int d = p.head_dim;
   const int dv = p.head_dim_v;
@@ -147,11 +151,8 @@ __global__ void __launch_bounds__(kThreads, 1) simt_attention_kernel(const FwdPa
     float acc[kAccPerLane];
 #pragma unroll
     for (int i = 0; i < kAccPerLane; ++i) acc[i] = 0.f;
-    float row_max = -INFINITY;  // running max of the row's scores, in log2 units
-    float lane_sum = 0.f;       // this lane's share of the running sum of exp2(score - row_max)
-
-    const float score_scale = p.softcap > 0.f ? p.softmax_scale / p.softcap : p.softmax_scale * kLog2e;
-    const float cap_scale = p.softcap * kLog2e;
+    RowSoftmax softmax;
+    softmax.reset();
 
     for (int key0 = tile_lo; key0 <= tile_hi; key0 += kBlockN) {
       const int keys_here = min(kBlockN, s.len_k - key0);
@@ -175,32 +176,20 @@ __global__ void __launch_bounds__(kThreads, 1) simt_attention_kernel(const FwdPa
           score[m] = fmaf(qf.x, kf.x, fmaf(qf.y, kf.y, score[m]));
         }
       }
-      float tile_max = -INFINITY;
 #pragma unroll
       for (int m = 0; m < kScoresPerLane; ++m) {
         const int key = key0 + lane_in_row + kLanesPerRow * m;
-        // log2-scaled score; softcap: cap * tanh(scale * qk / cap)
-        float x = p.softcap > 0.f ? cap_scale * tanhf(score[m] * score_scale) : score[m] * score_scale;
-        if (key < row_keys.begin || key >= row_keys.end) x = -INFINITY;
-        score[m] = x;
-        tile_max = fmaxf(tile_max, x);
+        if (sc.has_softcap()) score[m] = sc.capped(score[m]);
+        if (key < row_keys.begin || key >= row_keys.end) score[m] = -INFINITY;
       }
+      // The block's scores become their p; every lane of the warp runs this (block-uniform loop).
+      const auto value = [&score](int i) -> float& { return score[i]; };
+      bool moved = false;
+      const float corr[1] = {softmax.exponentiate(0, softmax.block_max(0, value), sc.exp2_scale, value, moved)};
+      softmax.settle(moved, corr, [&] {
 #pragma unroll
-      for (int offset = 1; offset < kLanesPerRow; offset *= 2)
-        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, offset));
-
-      const float new_max = fmaxf(row_max, tile_max);
-      // A row that has seen no key yet keeps everything at zero (avoids inf - inf).
-      const float rescale = new_max == -INFINITY ? 1.f : exp2f(row_max - new_max);
-      row_max = new_max;
-      lane_sum *= rescale;
-#pragma unroll
-      for (int i = 0; i < kAccPerLane; ++i) acc[i] *= rescale;
-#pragma unroll
-      for (int m = 0; m < kScoresPerLane; ++m) {
-        score[m] = new_max == -INFINITY ? 0.f : exp2f(score[m] - new_max);
-        lane_sum += score[m];
-      }
+        for (int i = 0; i < kAccPerLane; ++i) acc[i] *= corr[0];
+      });
 
       // acc[2i], acc[2i+1] hold output columns 2 * (lane_in_row + kLanesPerRow * i) + {0, 1}.
 #pragma unroll
@@ -222,14 +211,10 @@ __global__ void __launch_bounds__(kThreads, 1) simt_attention_kernel(const FwdPa
       }
     }
 
-    float row_sum = lane_sum;
-#pragma unroll
-    for (int offset = 1; offset < kLanesPerRow; offset *= 2)
-      row_sum += __shfl_xor_sync(0xffffffffu, row_sum, offset);
-
+    const float row_sum = softmax.total(0);
     if (r < s.len_q) {
       // A row that sees no key: zeros and lse = -inf.
-      const float inv_sum = row_sum > 0.f ? 1.f / row_sum : 0.f;
+      const float inv_sum = RowSoftmax::normaliser(row_sum);
       uint16_t* o_row = o_base + b * p.o_batch_stride + (s.q_start + r) * p.o_row_stride + h * p.o_head_stride;
 #pragma unroll
       for (int i = 0; i < kAccPerLane / 2; ++i) {
@@ -241,7 +226,7 @@ __global__ void __launch_bounds__(kThreads, 1) simt_attention_kernel(const FwdPa
       }
       if (p.lse != nullptr && lane_in_row == 0) {
         p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + s.q_start + r] =
-            row_sum > 0.f ? (row_max + log2f(row_sum)) * kLn2 : -INFINITY;
+            softmax.lse(0, row_sum, sc.exp2_scale);
       }
     }
     __syncthreads();  // q_smem is restaged by the next work item
@@ -265,7 +250,8 @@ int launch_typed(const FwdParams& p) {
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (err != cudaSuccess) return err;
   const unsigned blocks = unsigned(std::min<int64_t>(total_tiles, INT_MAX));
-  kernel<<<blocks, kThreads, smem, static_cast<cudaStream_t>(p.stream)>>>(p, tiles_per_head, total_tiles);
+  kernel<<<blocks, kThreads, smem, static_cast<cudaStream_t>(p.stream)>>>(p, kernels::score_constants(p),
+                                                                         tiles_per_head, total_tiles);
   return cudaGetLastError();
 }
 
