@@ -10,7 +10,7 @@
 #include <cmath>
 
 #include "fwd_kernel.cuh"
-#include "kernels/common/constants.cuh"
+#include "kernels/common/score_constants.hpp"
 #include "per_device.hpp"
 #include "tensor_map.hpp"
 
@@ -94,15 +94,10 @@ int launch_tiles(const FwdParams& p) {
   a.head_dim_v = p.head_dim_v;
   a.window_left = p.window_left;
   a.window_right = p.window_right;
-  if (p.softcap > 0.f) {
-    a.softcap_in = p.softmax_scale / p.softcap;
-    a.softcap_out = p.softcap * kernels::kLog2e;
-    a.score_scale_log2 = 1.f;
-  } else {
-    a.softcap_in = 0.f;
-    a.softcap_out = 0.f;
-    a.score_scale_log2 = p.softmax_scale * kernels::kLog2e;
-  }
+  const kernels::ScoreConstants score = kernels::score_constants(p);
+  a.score_scale_log2 = score.exp2_scale;
+  a.softcap_in = score.softcap_in;
+  a.softcap_out = score.softcap_out;
 
   // With causal or windowed masks the query blocks of a head differ in cost:
   // heads whose K/V fit in about half the L2 then interleave their tiles, so
