@@ -54,23 +54,61 @@ class DeviceScope {
   bool switched_ = false;
 };
 
-// The kernel that serves validated CUDA params, or a typed error saying why none.
-const KernelInfo& kernel_for(const FwdParams& p) {
-  const DeviceInfo device = query_device(p.device);
+// The device of validated CUDA params, or a no_device error.
+DeviceInfo usable_device(int ordinal) {
+  DeviceInfo device = query_device(ordinal);
   if (!device.present)
     fail(Status::no_device, "q.device",
-         "CUDA device " + std::to_string(p.device) + " is not usable (" + device.absent_reason + ")");
-  // Dispatch explains every candidate in words; repeated calls of one shape
-  // take the remembered choice instead. The key holds everything selection reads.
-  // Efficiency floors enter as one bit per kernel, so the map stays bounded
-  // however many distinct max_seqlen_q values a server sees.
-  // One read of the forcing for both the key and the selection: read twice, a
-  // concurrent vflash_force_kernel could file one kernel's decision under the
-  // other's key for the life of the process.
-  const std::optional<std::string> forced = forced_kernel();
+         "CUDA device " + std::to_string(ordinal) + " is not usable (" + device.absent_reason + ")");
+  return device;
+}
+
+// The forced kernel, read once for both the cache key and the selection: read
+// twice, a concurrent vflash_force_kernel could file one kernel's decision
+// under the other's key for the life of the process. An unknown name is an error.
+std::optional<std::string> checked_forced_kernel() {
+  std::optional<std::string> forced = forced_kernel();
   if (forced)
     if (const std::string why = unknown_kernel(*forced); !why.empty())
       fail(Status::invalid_argument, "VFLASH_FORCE_KERNEL", why);
+  return forced;
+}
+
+// Dispatch decisions remembered per call shape: dispatch explains every
+// candidate in words, repeated calls of one shape take the remembered choice
+// instead. A key holds everything selection reads.
+template <class Key>
+class KernelChoices {
+ public:
+  // The kernel remembered for `key`, else the one `select()` decides on, then
+  // remembered; none is an unsupported error naming the `kernels` it chose among.
+  template <class Select>
+  const KernelInfo& get(const Key& key, const DeviceInfo& device, const char* kernels, Select&& select) {
+    {
+      std::lock_guard lock(mutex_);
+      if (auto it = chosen_.find(key); it != chosen_.end()) return *it->second;
+    }
+    const Decision decision = select();
+    if (!decision.kernel)
+      throw Error(Status::unsupported, "",
+                  std::string("no ") + kernels + " of this build serves the call on " + arch::family_name(device.cc) +
+                      (device.pretended ? " (pretended)" : "") + ": " + describe_rejections(decision));
+    std::lock_guard lock(mutex_);
+    chosen_.emplace(key, decision.kernel);
+    return *decision.kernel;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<Key, const KernelInfo*> chosen_;
+};
+
+// The forward kernel that serves validated CUDA params, or a typed error saying why none.
+const KernelInfo& kernel_for(const FwdParams& p) {
+  const DeviceInfo device = usable_device(p.device);
+  const std::optional<std::string> forced = checked_forced_kernel();
+  // Efficiency floors enter the key as one bit per kernel, so the cache stays
+  // bounded however many distinct max_seqlen_q values a server sees.
   uint64_t below_floor = 0;
   const auto kernels = cuda_kernels();
   for (size_t i = 0; i < kernels.size() && i < 64; ++i)
@@ -79,85 +117,51 @@ const KernelInfo& kernel_for(const FwdParams& p) {
   const Key key{int(p.dtype),    p.head_dim,      p.head_dim_v,     features_of(p),
                 below_floor,     p.device,        device.pretended, device.cc.major,
                 device.cc.minor, forced.value_or("")};
-  static std::mutex mutex;
-  static std::map<Key, const KernelInfo*> chosen;
-  {
-    std::lock_guard lock(mutex);
-    if (auto it = chosen.find(key); it != chosen.end()) return *it->second;
-  }
-  const Decision decision = select_kernel(p, device, forced);
-  if (!decision.kernel)
-    throw Error(Status::unsupported, "",
-                "no kernel of this build serves the call on " + arch::family_name(device.cc) +
-                    (device.pretended ? " (pretended)" : "") + ": " + describe_rejections(decision));
-  std::lock_guard lock(mutex);
-  chosen.emplace(key, decision.kernel);
-  return *decision.kernel;
+  static KernelChoices<Key> chosen;
+  return chosen.get(key, device, "kernel", [&] { return select_kernel(p, device, forced); });
 }
 
-// The backward kernel that serves validated CUDA params, or a typed error
-// saying why none; decisions remembered per call shape as for the forward.
-const KernelInfo& backward_kernel_for(const BwdParams& b) {
+// The backward kernel that serves validated CUDA params, or a typed error saying why none.
+const KernelInfo& kernel_for(const BwdParams& b) {
   const FwdParams& p = b.fwd;
-  const DeviceInfo device = query_device(p.device);
-  if (!device.present)
-    fail(Status::no_device, "q.device",
-         "CUDA device " + std::to_string(p.device) + " is not usable (" + device.absent_reason + ")");
-  const std::optional<std::string> forced = forced_kernel();
-  if (forced)
-    if (const std::string why = unknown_kernel(*forced); !why.empty())
-      fail(Status::invalid_argument, "VFLASH_FORCE_KERNEL", why);
+  const DeviceInfo device = usable_device(p.device);
+  const std::optional<std::string> forced = checked_forced_kernel();
   using Key = std::tuple<int, int, int, uint32_t, int, bool, int, int, std::string>;
   const Key key{int(p.dtype), p.head_dim,       p.head_dim_v,    features_of(b),       p.device,
                 device.pretended, device.cc.major, device.cc.minor, forced.value_or("")};
-  static std::mutex mutex;
-  static std::map<Key, const KernelInfo*> chosen;
-  {
-    std::lock_guard lock(mutex);
-    if (auto it = chosen.find(key); it != chosen.end()) return *it->second;
-  }
-  const Decision decision = select_backward_kernel(b, device, forced);
-  if (!decision.kernel)
-    throw Error(Status::unsupported, "",
-                "no backward kernel of this build serves the call on " + arch::family_name(device.cc) +
-                    (device.pretended ? " (pretended)" : "") + ": " + describe_rejections(decision));
-  std::lock_guard lock(mutex);
-  chosen.emplace(key, decision.kernel);
-  return *decision.kernel;
+  static KernelChoices<Key> chosen;
+  return chosen.get(key, device, "backward kernel", [&] { return select_backward_kernel(b, device, forced); });
 }
 
-size_t workspace_of(const BwdParams& b) {
-  if (b.fwd.device == VFLASH_DEVICE_CPU) return 0;
-  const KernelInfo& k = backward_kernel_for(b);
+// Device workspace bytes kernel k needs for the call.
+size_t workspace_need(const KernelInfo& k, const FwdParams& p) { return k.workspace_bytes ? k.workspace_bytes(p) : 0; }
+size_t workspace_need(const KernelInfo& k, const BwdParams& b) {
   return k.backward_workspace_bytes ? k.backward_workspace_bytes(b) : 0;
 }
 
-void backward(const BwdParams& b) {
-  if (b.fwd.device == VFLASH_DEVICE_CPU) {
-    cpu_backward(b);
-    return;
-  }
-  const KernelInfo& k = backward_kernel_for(b);
-  if (const size_t need = k.backward_workspace_bytes ? k.backward_workspace_bytes(b) : 0;
-      b.fwd.workspace_bytes < need)
+// A workspace smaller than kernel k needs is an error pointing to the query
+// `size_function` that reports the size.
+template <class Params>
+void check_workspace(const KernelInfo& k, const Params& p, size_t workspace_bytes, const char* size_function) {
+  if (const size_t need = workspace_need(k, p); workspace_bytes < need)
     fail(Status::invalid_argument, "workspace_bytes",
-         "must be >= " + std::to_string(need) + " for kernel " + k.name +
-             " (see vflash_varlen_bwd_workspace_size), got " + std::to_string(b.fwd.workspace_bytes));
-  if (!k.launch_backward) throw Error(Status::internal, "", std::string("kernel ") + k.name + " has no backward launch");
-  const DeviceScope scope(b.fwd.device);
-  auto err = static_cast<cudaError_t>(k.launch_backward(b));
-  if (err == cudaSuccess) err = cudaGetLastError();
-  if (err != cudaSuccess) cuda_fail(std::string("kernel ") + k.name + " failed to launch", err);
+         "must be >= " + std::to_string(need) + " for kernel " + k.name + " (see " + size_function + "), got " +
+             std::to_string(workspace_bytes));
 }
 
-const char* kernel_name_of(const BwdParams& b) {
-  return b.fwd.device == VFLASH_DEVICE_CPU ? "cpu_reference" : backward_kernel_for(b).name;
+// Throws on a failed launch of kernel `name`: `status` is what the launch
+// returned (a cudaError_t as int), else the launch's own error.
+void check_launch(const char* name, int status) {
+  auto err = static_cast<cudaError_t>(status);
+  if (err == cudaSuccess) err = cudaGetLastError();
+  if (err != cudaSuccess) cuda_fail(std::string("kernel ") + name + " failed to launch", err);
 }
 
 size_t workspace_of(const FwdParams& p) {
-  if (p.device == VFLASH_DEVICE_CPU) return 0;
-  const KernelInfo& k = kernel_for(p);
-  return k.workspace_bytes ? k.workspace_bytes(p) : 0;
+  return p.device == VFLASH_DEVICE_CPU ? 0 : workspace_need(kernel_for(p), p);
+}
+size_t workspace_of(const BwdParams& b) {
+  return b.fwd.device == VFLASH_DEVICE_CPU ? 0 : workspace_need(kernel_for(b), b);
 }
 
 void forward(const FwdParams& p) {
@@ -166,21 +170,31 @@ void forward(const FwdParams& p) {
     return;
   }
   const KernelInfo& k = kernel_for(p);
-  if (const size_t need = k.workspace_bytes ? k.workspace_bytes(p) : 0; p.workspace_bytes < need)
-    fail(Status::invalid_argument, "workspace_bytes",
-         "must be >= " + std::to_string(need) + " for kernel " + k.name + " (see vflash_*_workspace_size), got " +
-             std::to_string(p.workspace_bytes));
+  check_workspace(k, p, p.workspace_bytes, "vflash_*_workspace_size");
   const DeviceScope scope(p.device);
-  auto err = static_cast<cudaError_t>(k.launch(p));
-  if (err == cudaSuccess) err = cudaGetLastError();
-  if (err != cudaSuccess) cuda_fail(std::string("kernel ") + k.name + " failed to launch", err);
-  err = static_cast<cudaError_t>(kernels::zero_rows_past_end(p));
+  check_launch(k.name, k.launch(p));
+  const auto err = static_cast<cudaError_t>(kernels::zero_rows_past_end(p));
   if (err != cudaSuccess) cuda_fail("the fill of rows past cu_seqlens_q[batch] failed to launch", err);
+}
+
+void backward(const BwdParams& b) {
+  if (b.fwd.device == VFLASH_DEVICE_CPU) {
+    cpu_backward(b);
+    return;
+  }
+  const KernelInfo& k = kernel_for(b);
+  check_workspace(k, b, b.fwd.workspace_bytes, "vflash_varlen_bwd_workspace_size");
+  if (!k.launch_backward) throw Error(Status::internal, "", std::string("kernel ") + k.name + " has no backward launch");
+  const DeviceScope scope(b.fwd.device);
+  check_launch(k.name, k.launch_backward(b));
 }
 
 // Kernel names are string literals of the registry: they outlive every call.
 const char* kernel_name_of(const FwdParams& p) {
   return p.device == VFLASH_DEVICE_CPU ? "cpu_reference" : kernel_for(p).name;
+}
+const char* kernel_name_of(const BwdParams& b) {
+  return b.fwd.device == VFLASH_DEVICE_CPU ? "cpu_reference" : kernel_for(b).name;
 }
 
 // Fields appended to vflash_varlen_args after the ABI's first release read as
@@ -197,11 +211,8 @@ vflash_varlen_args checked(const vflash_varlen_args* args) {
   full.struct_size = sizeof full;
   return full;
 }
-const vflash_varlen_bwd_args& checked(const vflash_varlen_bwd_args* args) {
-  if (!args) fail(Status::invalid_argument, "args", "must not be null");
-  return *args;
-}
-const vflash_dense_args& checked(const vflash_dense_args* args) {
+template <class Args>
+const Args& checked(const Args* args) {
   if (!args) fail(Status::invalid_argument, "args", "must not be null");
   return *args;
 }
@@ -252,6 +263,32 @@ Tensor tensor_of(void* data, vflash_dtype dtype, int device, int ndim, const int
   return t;
 }
 
+// Zeroes an argument block and fills its defaults (struct_size, unbounded windows).
+template <class Args>
+void init_args(Args* args) {
+  if (!args) return;
+  std::memset(args, 0, sizeof *args);
+  args->struct_size = sizeof *args;
+  args->window_left = args->window_right = -1;
+}
+
+// The C ABI's workspace-size and kernel-name queries: `validate` turns the
+// checked arguments into params.
+template <class Args, class Validate>
+vflash_status c_workspace_size(const Args* args, size_t* bytes, Validate validate) {
+  return c_call([&] {
+    if (!bytes) fail(Status::invalid_argument, "bytes", "must not be null");
+    *bytes = workspace_of(validate(checked(args)));
+  });
+}
+template <class Args, class Validate>
+vflash_status c_kernel_name(const Args* args, const char** name, Validate validate) {
+  return c_call([&] {
+    if (!name) fail(Status::invalid_argument, "name", "must not be null");
+    *name = kernel_name_of(validate(checked(args)));
+  });
+}
+
 }  // namespace
 
 Tensor make_tensor(void* data, vflash_dtype dtype, int device, std::initializer_list<int64_t> shape) {
@@ -275,26 +312,11 @@ using namespace vflash;
 
 extern "C" {
 
-void vflash_varlen_args_init(vflash_varlen_args* args) {
-  if (!args) return;
-  std::memset(args, 0, sizeof *args);
-  args->struct_size = sizeof *args;
-  args->window_left = args->window_right = -1;
-}
+void vflash_varlen_args_init(vflash_varlen_args* args) { init_args(args); }
 
-void vflash_dense_args_init(vflash_dense_args* args) {
-  if (!args) return;
-  std::memset(args, 0, sizeof *args);
-  args->struct_size = sizeof *args;
-  args->window_left = args->window_right = -1;
-}
+void vflash_dense_args_init(vflash_dense_args* args) { init_args(args); }
 
-void vflash_varlen_bwd_args_init(vflash_varlen_bwd_args* args) {
-  if (!args) return;
-  std::memset(args, 0, sizeof *args);
-  args->struct_size = sizeof *args;
-  args->window_left = args->window_right = -1;
-}
+void vflash_varlen_bwd_args_init(vflash_varlen_bwd_args* args) { init_args(args); }
 
 vflash_status vflash_tensor_make(vflash_tensor* t, void* data, vflash_dtype dtype, int32_t device, int32_t ndim,
                                  const int64_t* shape) {
@@ -317,45 +339,27 @@ vflash_status vflash_varlen_bwd(const vflash_varlen_bwd_args* args) {
 }
 
 vflash_status vflash_varlen_bwd_workspace_size(const vflash_varlen_bwd_args* args, size_t* bytes) {
-  return c_call([&] {
-    if (!bytes) fail(Status::invalid_argument, "bytes", "must not be null");
-    *bytes = workspace_of(validate_varlen_bwd(checked(args)));
-  });
+  return c_workspace_size(args, bytes, validate_varlen_bwd);
 }
 
 vflash_status vflash_varlen_bwd_kernel_name(const vflash_varlen_bwd_args* args, const char** name) {
-  return c_call([&] {
-    if (!name) fail(Status::invalid_argument, "name", "must not be null");
-    *name = kernel_name_of(validate_varlen_bwd(checked(args)));
-  });
+  return c_kernel_name(args, name, validate_varlen_bwd);
 }
 
 vflash_status vflash_varlen_workspace_size(const vflash_varlen_args* args, size_t* bytes) {
-  return c_call([&] {
-    if (!bytes) fail(Status::invalid_argument, "bytes", "must not be null");
-    *bytes = workspace_of(validate_varlen(checked(args)));
-  });
+  return c_workspace_size(args, bytes, validate_varlen);
 }
 
 vflash_status vflash_dense_workspace_size(const vflash_dense_args* args, size_t* bytes) {
-  return c_call([&] {
-    if (!bytes) fail(Status::invalid_argument, "bytes", "must not be null");
-    *bytes = workspace_of(validate_dense(checked(args)));
-  });
+  return c_workspace_size(args, bytes, validate_dense);
 }
 
 vflash_status vflash_varlen_kernel_name(const vflash_varlen_args* args, const char** name) {
-  return c_call([&] {
-    if (!name) fail(Status::invalid_argument, "name", "must not be null");
-    *name = kernel_name_of(validate_varlen(checked(args)));
-  });
+  return c_kernel_name(args, name, validate_varlen);
 }
 
 vflash_status vflash_dense_kernel_name(const vflash_dense_args* args, const char** name) {
-  return c_call([&] {
-    if (!name) fail(Status::invalid_argument, "name", "must not be null");
-    *name = kernel_name_of(validate_dense(checked(args)));
-  });
+  return c_kernel_name(args, name, validate_dense);
 }
 
 const char* vflash_last_error(void) { return last_error.c_str(); }
