@@ -1,11 +1,12 @@
 // Helpers shared by the GPU tests: device detection, checked CUDA calls, RAII
-// device memory and streams, fresh random 16-bit inputs, NaN poisoning and
-// tolerance-checked comparison against the float64 CPU reference.
+// device memory and streams, fresh seeds and random 16-bit inputs, NaN poisoning
+// and tolerance-checked comparison against the float64 CPU reference.
 #pragma once
 
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -20,6 +21,7 @@
 
 #include "dtype.hpp"
 #include "params.hpp"
+#include "vflash/vflash.h"
 
 namespace vflash::gputest {
 
@@ -123,6 +125,41 @@ inline uint64_t fresh_seed() {
   return (uint64_t(rd()) << 32) ^ rd();
 }
 
+// How a failure names its seed and how to replay it.
+inline std::string replay_hint(uint64_t seed) {
+  return "seed " + std::to_string(seed) + " (replay with VFLASH_TEST_SEED=" + std::to_string(seed) + ")";
+}
+
+// Runs `run(rng)` on a generator from a fresh seed, recorded as the test's
+// "seed" property and named in every failure.
+template <class Run>
+void run_with_fresh_seed(Run&& run) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(replay_hint(seed));
+  ::testing::Test::RecordProperty("seed", std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  run(rng);
+}
+
+// One fresh seed per test process, the base of the random cases.
+inline uint64_t process_seed() {
+  static const uint64_t base = fresh_seed();
+  return base;
+}
+
+// Random case `index`: it draws from process_seed() + index, so a failing case
+// replays alone with VFLASH_TEST_SEED and --gtest_filter. `draw(rng)` makes
+// the case (with a name), `run(case, rng)` runs it on the same generator.
+template <class Draw, class Run>
+void run_random_case(int index, Draw&& draw, Run&& run) {
+  const uint64_t base = process_seed();
+  std::mt19937_64 rng(base + uint64_t(index));
+  const auto c = draw(rng);
+  SCOPED_TRACE("case " + c.name + ", " + replay_hint(base));
+  ::testing::Test::RecordProperty("case", c.name);
+  run(c, rng);
+}
+
 inline const char* dtype_name(DType t) {
   switch (t) {
     case DType::fp16: return "fp16";
@@ -131,6 +168,9 @@ inline const char* dtype_name(DType t) {
   }
   return "?";
 }
+
+// The C ABI dtype of a 16-bit element type.
+inline vflash_dtype api_dtype(DType t) { return t == DType::fp16 ? VFLASH_DTYPE_FP16 : VFLASH_DTYPE_BF16; }
 
 inline float element_to_float(DType t, uint16_t bits) {
   return t == DType::fp16 ? fp16_to_float(bits) : bf16_to_float(bits);
@@ -226,6 +266,18 @@ template <class Got>
   if (bad == 0) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << bad << " of " << rows * heads << " LSE values out of tolerance"
                                        << first.str();
+}
+
+// Elements of `got` that lie outside rows [0, rows) x heads x dim and do not
+// hold the poison: stride padding a kernel wrote. (row, h) starts at offset(row, h).
+template <class Offset>
+int64_t stray_writes(const std::vector<uint16_t>& got, int64_t rows, int heads, int dim, Offset&& offset) {
+  std::vector<bool> logical(got.size(), false);
+  for (int64_t row = 0; row < rows; ++row)
+    for (int h = 0; h < heads; ++h) std::fill_n(logical.begin() + offset(row, h), dim, true);
+  int64_t stray = 0;
+  for (size_t i = 0; i < got.size(); ++i) stray += !logical[i] && got[i] != kPoison16;
+  return stray;
 }
 
 // The kernel the suite is asked to validate (VFLASH_FORCE_KERNEL, read by dispatch).

@@ -19,23 +19,14 @@
 #include "doctor.hpp"
 #include "dtype.hpp"
 #include "reference/reference.hpp"
+#include "test_util.hpp"
 #include "validate.hpp"
 #include "vflash/vflash.h"
 #include "vflash/vflash.hpp"
 
 namespace {
 
-// `call` must throw vflash::Error with this status, naming this argument.
-template <class Call>
-void expect_error(Call call, vflash::Status status, const std::string& argument) {
-  try {
-    call();
-    ADD_FAILURE() << "no error";
-  } catch (const vflash::Error& e) {
-    EXPECT_EQ(e.status(), status);
-    EXPECT_EQ(e.argument(), argument);
-  }
-}
+using vflash::testutil::expect_error;
 
 // A host varlen problem with its buffers.
 struct HostProblem {

@@ -98,8 +98,6 @@ struct Layout {
   }
 };
 
-vflash_dtype api_dtype(DType t) { return t == DType::fp16 ? VFLASH_DTYPE_FP16 : VFLASH_DTYPE_BF16; }
-
 // Fields the varlen and dense argument blocks share.
 template <class Args>
 void set_common(Args& a, const Case& c, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, void* stream) {
@@ -157,7 +155,7 @@ void run_case(const Case& c, std::mt19937_64& rng) {
   dout.poison();
   dlse.poison();
   CudaStream stream;
-  const vflash_dtype dt = api_dtype(c.dtype);
+  const vflash_dtype dt = gputest::api_dtype(c.dtype);
   Tensor lse_dev{};
   if (c.lse) {
     lse_dev = c.dense ? make_tensor(dlse.data(), VFLASH_DTYPE_FP32, dev, {batch, c.heads_q, max_q})
@@ -281,24 +279,17 @@ void run_case(const Case& c, std::mt19937_64& rng) {
         ref_lse, checked_rows, c.heads_q));
   }
   // Nothing outside the logical output (stride padding) may be written.
-  std::vector<bool> logical(out.size(), false);
-  for (int64_t row = 0; row < checked_rows; ++row)
-    for (int h = 0; h < c.heads_q; ++h)
-      std::fill_n(logical.begin() + lo.offset(row, h), c.dv, true);
-  int64_t stray = 0;
-  for (size_t i = 0; i < out.size(); ++i) stray += !logical[i] && out[i] != gputest::kPoison16;
-  EXPECT_EQ(stray, 0) << "elements written outside the output's logical extent";
+  EXPECT_EQ(gputest::stray_writes(out, checked_rows, c.heads_q, c.dv,
+                                  [&](int64_t row, int h) { return lo.offset(row, h); }),
+            0)
+      << "elements written outside the output's logical extent";
 }
 
 class GpuAttention : public ::testing::TestWithParam<Case> {};
 
 TEST_P(GpuAttention, MatchesCpuReference) {
   if (!gputest::cuda_device_present()) GTEST_SKIP() << "no CUDA device";
-  const uint64_t seed = gputest::fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed) + " (replay with VFLASH_TEST_SEED=" + std::to_string(seed) + ")");
-  RecordProperty("seed", std::to_string(seed));
-  std::mt19937_64 rng(seed);
-  run_case(GetParam(), rng);
+  gputest::run_with_fresh_seed([&](std::mt19937_64& rng) { run_case(GetParam(), rng); });
 }
 
 // Lengths that stress tile edges (63/64/65), single tokens, empty sequences
@@ -514,16 +505,8 @@ class GpuRandomVarlen : public ::testing::TestWithParam<int> {};
 
 TEST_P(GpuRandomVarlen, MatchesCpuReference) {
   if (!gputest::cuda_device_present()) GTEST_SKIP() << "no CUDA device";
-  // One fresh seed per process; case i draws from seed + i, so one case
-  // replays alone with VFLASH_TEST_SEED and --gtest_filter.
-  static const uint64_t base = gputest::fresh_seed();
   const int index = GetParam();
-  std::mt19937_64 rng(base + uint64_t(index));
-  const Case c = random_case(rng, index);
-  SCOPED_TRACE("case " + c.name + ", seed " + std::to_string(base) + " (replay with VFLASH_TEST_SEED=" +
-               std::to_string(base) + ")");
-  RecordProperty("case", c.name);
-  run_case(c, rng);
+  gputest::run_random_case(index, [&](std::mt19937_64& rng) { return random_case(rng, index); }, run_case);
 }
 
 INSTANTIATE_TEST_SUITE_P(Random, GpuRandomVarlen, ::testing::Range(0, random_case_count()));

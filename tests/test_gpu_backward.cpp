@@ -26,6 +26,7 @@
 #include "gpu_test_util.hpp"
 #include "reference/reference.hpp"
 #include "registry.hpp"
+#include "test_util.hpp"
 #include "validate.hpp"
 #include "vflash/vflash.hpp"
 
@@ -63,22 +64,9 @@ struct Layout {
   size_t elements() const { return size_t(std::max<int64_t>(rows, 1) * row_stride); }
   int64_t offset(int64_t row, int h) const { return row * row_stride + h * head_stride; }
   Tensor tensor(void* data, vflash_dtype dtype, int device) const {
-    Tensor t{};
-    t.data = data;
-    t.dtype = dtype;
-    t.device = device;
-    t.ndim = 3;
-    t.shape[0] = rows;
-    t.shape[1] = heads;
-    t.shape[2] = dim;
-    t.stride[0] = row_stride;
-    t.stride[1] = head_stride;
-    t.stride[2] = 1;
-    return t;
+    return testutil::strided_tensor(data, dtype, device, rows, heads, dim, row_stride, head_stride);
   }
 };
-
-vflash_dtype api_dtype(DType t) { return t == DType::fp16 ? VFLASH_DTYPE_FP16 : VFLASH_DTYPE_BF16; }
 
 // Tolerance of a gradient element: a fraction of the larger of its row's
 // largest |reference| and a quarter of the tensor's (rows whose gradient
@@ -116,14 +104,9 @@ double gradient_tolerance(DType t) { return t == DType::fp16 ? 1e-2 : 5e-2; }
                                        << " elements out of tolerance" << first.str();
 }
 
-// Elements outside rows [0, rows) x heads x dim (stride padding) must hold the poison.
+// Elements outside rows [0, rows) x heads x dim (stride padding) that do not hold the poison.
 int64_t stray_writes(const std::vector<uint16_t>& got, const Layout& l) {
-  std::vector<bool> logical(got.size(), false);
-  for (int64_t row = 0; row < l.rows; ++row)
-    for (int h = 0; h < l.heads; ++h) std::fill_n(logical.begin() + l.offset(row, h), l.dim, true);
-  int64_t stray = 0;
-  for (size_t i = 0; i < got.size(); ++i) stray += !logical[i] && got[i] != gputest::kPoison16;
-  return stray;
+  return gputest::stray_writes(got, l.rows, l.heads, l.dim, [&](int64_t row, int h) { return l.offset(row, h); });
 }
 
 struct Gradients {
@@ -169,7 +152,7 @@ class DeviceProblem {
     dout_fwd_.poison();
     dlse_.poison();
     VarlenArgs a;
-    const vflash_dtype dt = api_dtype(c_.dtype);
+    const vflash_dtype dt = gputest::api_dtype(c_.dtype);
     a.q = lq_.tensor(dq_in_.data(), dt, 0);
     a.k = lk_.tensor(dk_in_.data(), dt, 0);
     a.v = lv_.tensor(dv_in_.data(), dt, 0);
@@ -188,7 +171,7 @@ class DeviceProblem {
   }
 
   Gradients backward(const CudaStream& stream, bool deterministic) {
-    const vflash_dtype dt = api_dtype(c_.dtype);
+    const vflash_dtype dt = gputest::api_dtype(c_.dtype);
     DeviceBuffer dq(lq_.elements() * sizeof(uint16_t)), dk(lk_.elements() * sizeof(uint16_t)),
         dv(lv_.elements() * sizeof(uint16_t));
     dq.poison();
@@ -225,7 +208,7 @@ class DeviceProblem {
 
   // The float64 reference gradients of the same 16-bit inputs.
   void reference(std::vector<double>& dq, std::vector<double>& dk, std::vector<double>& dv) {
-    const vflash_dtype dt = api_dtype(c_.dtype);
+    const vflash_dtype dt = gputest::api_dtype(c_.dtype);
     auto host = [&](const Layout& l, std::vector<uint16_t>& x) { return l.tensor(x.data(), dt, VFLASH_DEVICE_CPU); };
     std::vector<uint16_t> dq_h(lq_.elements()), dk_h(lk_.elements()), dv_h(lv_.elements());
     VarlenBwdArgs a;
@@ -373,11 +356,7 @@ class GpuBackward : public ::testing::TestWithParam<BwdCase> {};
 
 TEST_P(GpuBackward, MatchesCpuReference) {
   if (!gputest::cuda_device_present()) GTEST_SKIP() << "no CUDA device";
-  const uint64_t seed = gputest::fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed) + " (replay with VFLASH_TEST_SEED=" + std::to_string(seed) + ")");
-  RecordProperty("seed", std::to_string(seed));
-  std::mt19937_64 rng(seed);
-  run_case(GetParam(), rng);
+  gputest::run_with_fresh_seed([&](std::mt19937_64& rng) { run_case(GetParam(), rng); });
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, GpuBackward, ::testing::ValuesIn(fixed_cases()),
@@ -431,15 +410,7 @@ class GpuBackwardRandom : public ::testing::TestWithParam<int> {};
 
 TEST_P(GpuBackwardRandom, MatchesCpuReference) {
   if (!gputest::cuda_device_present()) GTEST_SKIP() << "no CUDA device";
-  // Case i of a run draws from seed + i, so a failing case replays alone with
-  // VFLASH_TEST_SEED and --gtest_filter.
-  static const uint64_t base = gputest::fresh_seed();
-  std::mt19937_64 rng(base + uint64_t(GetParam()));
-  const BwdCase c = random_case(rng);
-  SCOPED_TRACE("case " + c.name + ", seed " + std::to_string(base) + " (replay with VFLASH_TEST_SEED=" +
-               std::to_string(base) + ")");
-  RecordProperty("case", c.name);
-  run_case(c, rng);
+  gputest::run_random_case(GetParam(), random_case, run_case);
 }
 
 INSTANTIATE_TEST_SUITE_P(Random, GpuBackwardRandom, ::testing::Range(0, std::max(1, random_case_count())));

@@ -18,6 +18,7 @@
 
 #include "dtype.hpp"
 #include "reference/reference.hpp"
+#include "test_util.hpp"
 #include "validate.hpp"
 
 namespace vflash {
@@ -612,18 +613,8 @@ TEST(Reference, ThroughValidation) {
   pr.fill(gen);
   VarlenArgs a;
   const auto tensor = [](Tensor& t, int64_t rows, int heads, int dim) {
-    vflash_tensor d{};
-    d.data = t.data();
-    d.dtype = VFLASH_DTYPE_BF16;
-    d.device = VFLASH_DEVICE_CPU;
-    d.ndim = 3;
-    d.shape[0] = rows;
-    d.shape[1] = heads;
-    d.shape[2] = dim;
-    d.stride[0] = t.row_stride;
-    d.stride[1] = t.head_stride;
-    d.stride[2] = 1;
-    return d;
+    return testutil::strided_tensor(t.data(), VFLASH_DTYPE_BF16, VFLASH_DEVICE_CPU, rows, heads, dim, t.row_stride,
+                                    t.head_stride);
   };
   a.q = tensor(pr.q, pr.rows_q, c.heads_q, c.d);
   a.k = tensor(pr.k, pr.rows_k, c.heads_k, c.d);

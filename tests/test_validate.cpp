@@ -14,92 +14,24 @@
 #include <vector>
 
 #include "validate.hpp"
+#include "validate_test_util.hpp"
 
 namespace vflash {
 namespace {
 
-// 16-byte aligned zeroed host storage.
-struct Buffer {
-  struct alignas(16) Block { unsigned char bytes[16]; };
-  std::vector<Block> blocks;
-  explicit Buffer(size_t bytes) : blocks((bytes + 15) / 16 + 1) {}
-  void* data() { return blocks.data(); }
-};
-
-// Row-major descriptor.
-vflash_tensor make(void* data, vflash_dtype dtype, int device, std::initializer_list<int64_t> shape) {
-  vflash_tensor t{};
-  t.data = data;
-  t.dtype = dtype;
-  t.device = device;
-  t.ndim = int32_t(shape.size());
-  int i = 0;
-  for (int64_t s : shape) t.shape[i++] = s;
-  int64_t stride = 1;
-  for (int j = t.ndim - 1; j >= 0; --j) {
-    t.stride[j] = stride;
-    stride *= t.shape[j];
-  }
-  return t;
-}
+using testutil::AlignedBuffer;
+using testutil::expect_rejected;
+using testutil::row_major_tensor;
 
 // Stores a raw dtype code, as a C caller may (out-of-range enum values cannot be
 // formed in C++ without UB).
 void set_dtype_code(vflash_tensor& t, int32_t code) { std::memcpy(&t.dtype, &code, sizeof code); }
 
-template <class Args>
-using Validator = FwdParams (*)(const Args&);
-
-// Runs `validate` on `args` and checks the failure.
-template <class Args>
-void expect_rejected(Validator<Args> validate, const Args& args, Status status, const std::string& argument,
-                     const std::string& rule) {
-  try {
-    validate(args);
-    ADD_FAILURE() << "accepted; expected an error on " << argument << " (" << rule << ")";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(e.status(), status) << msg;
-    EXPECT_EQ(e.argument(), argument) << msg;
-    EXPECT_EQ(msg.rfind(argument + ": ", 0), 0u) << "message does not start with the argument: " << msg;
-    EXPECT_NE(msg.find(rule), std::string::npos) << "message lacks the rule \"" << rule << "\": " << msg;
-  }
-}
-
-// Varlen baseline: 2 sequences (q lengths 3, 2; k lengths 4, 3), heads 4 / 2
-// (GQA), d 16, d_v 8, bf16, host tensors, with lse.
-struct Varlen : ::testing::Test {
-  static constexpr int64_t kTotalQ = 5, kTotalK = 7, kHq = 4, kHk = 2, kD = 16, kDv = 8;
-  vflash_dtype dtype = VFLASH_DTYPE_BF16;
-  Buffer q{kTotalQ * kHq * kD * 4}, k{kTotalK * kHk * kD * 4}, v{kTotalK * kHk * kDv * 4},
-      o{kTotalQ * kHq * kDv * 4}, lse{kHq * kTotalQ * 4};
-  std::vector<int32_t> cu_q{0, 3, 5}, cu_k{0, 4, 7};
-  VarlenArgs a;
-
+// The varlen baseline (VarlenValidationTest); build(device) describes it on `device`.
+struct Varlen : testutil::VarlenValidationTest<VarlenArgs, validate_varlen> {
   void SetUp() override { build(VFLASH_DEVICE_CPU); }
+  void build(int device) { describe_forward(device); }
 
-  void build(int device) {
-    a.q = make(q.data(), dtype, device, {kTotalQ, kHq, kD});
-    a.k = make(k.data(), dtype, device, {kTotalK, kHk, kD});
-    a.v = make(v.data(), dtype, device, {kTotalK, kHk, kDv});
-    a.out = make(o.data(), dtype, device, {kTotalQ, kHq, kDv});
-    a.lse = make(lse.data(), VFLASH_DTYPE_FP32, device, {kHq, kTotalQ});
-    a.cu_seqlens_q = make(cu_q.data(), VFLASH_DTYPE_INT32, device, {3});
-    a.cu_seqlens_k = make(cu_k.data(), VFLASH_DTYPE_INT32, device, {3});
-    a.max_seqlen_q = 3;
-    a.max_seqlen_k = 4;
-  }
-
-  void reject(const std::function<void(VarlenArgs&)>& mutate, Status status, const std::string& argument,
-              const std::string& rule) {
-    VarlenArgs m = a;
-    mutate(m);
-    SCOPED_TRACE(argument);
-    expect_rejected<vflash_varlen_args>(validate_varlen, m, status, argument, rule);
-  }
-  void reject(const std::function<void(VarlenArgs&)>& mutate, const std::string& argument, const std::string& rule) {
-    reject(mutate, Status::invalid_argument, argument, rule);
-  }
   FwdParams accept(const std::function<void(VarlenArgs&)>& mutate) {
     VarlenArgs m = a;
     mutate(m);
@@ -108,28 +40,17 @@ struct Varlen : ::testing::Test {
 };
 
 // Dense baseline: batch 2, seqlen_q 3, seqlen_k 5, heads 4 / 1 (MQA), d 32, fp16.
-struct Dense : ::testing::Test {
+struct Dense : testutil::ValidationTest<DenseArgs, validate_dense> {
   static constexpr int64_t kB = 2, kSq = 3, kSk = 5, kHq = 4, kHk = 1, kD = 32;
-  Buffer q{kB * kSq * kHq * kD * 2}, k{kB * kSk * kHk * kD * 2}, v{kB * kSk * kHk * kD * 2},
+  AlignedBuffer q{kB * kSq * kHq * kD * 2}, k{kB * kSk * kHk * kD * 2}, v{kB * kSk * kHk * kD * 2},
       o{kB * kSq * kHq * kD * 2}, lse{kB * kHq * kSq * 4};
-  DenseArgs a;
 
   void SetUp() override {
-    a.q = make(q.data(), VFLASH_DTYPE_FP16, -1, {kB, kSq, kHq, kD});
-    a.k = make(k.data(), VFLASH_DTYPE_FP16, -1, {kB, kSk, kHk, kD});
-    a.v = make(v.data(), VFLASH_DTYPE_FP16, -1, {kB, kSk, kHk, kD});
-    a.out = make(o.data(), VFLASH_DTYPE_FP16, -1, {kB, kSq, kHq, kD});
-    a.lse = make(lse.data(), VFLASH_DTYPE_FP32, -1, {kB, kHq, kSq});
-  }
-  void reject(const std::function<void(DenseArgs&)>& mutate, Status status, const std::string& argument,
-              const std::string& rule) {
-    DenseArgs m = a;
-    mutate(m);
-    SCOPED_TRACE(argument);
-    expect_rejected<vflash_dense_args>(validate_dense, m, status, argument, rule);
-  }
-  void reject(const std::function<void(DenseArgs&)>& mutate, const std::string& argument, const std::string& rule) {
-    reject(mutate, Status::invalid_argument, argument, rule);
+    a.q = row_major_tensor(q.data(), VFLASH_DTYPE_FP16, -1, {kB, kSq, kHq, kD});
+    a.k = row_major_tensor(k.data(), VFLASH_DTYPE_FP16, -1, {kB, kSk, kHk, kD});
+    a.v = row_major_tensor(v.data(), VFLASH_DTYPE_FP16, -1, {kB, kSk, kHk, kD});
+    a.out = row_major_tensor(o.data(), VFLASH_DTYPE_FP16, -1, {kB, kSq, kHq, kD});
+    a.lse = row_major_tensor(lse.data(), VFLASH_DTYPE_FP32, -1, {kB, kHq, kSq});
   }
 };
 
@@ -288,10 +209,10 @@ TEST_F(Varlen, HeadDimRules) {
   reject([&](auto& m) { set_dv(m, 512); }, kUnsupported, "v.shape[2]", "in [8, 256]");
   // The extremes are served.
   for (int64_t d : {8, 256}) {
-    Buffer big(kTotalK * kHq * 256 * 2);
+    AlignedBuffer big(kTotalK * kHq * 256 * 2);
     const auto p = accept([&](auto& m) {
       for (vflash_tensor* t : {&m.q, &m.k, &m.v, &m.out}) {
-        *t = make(big.data(), dtype, -1, {t->shape[0], t->shape[1], d});
+        *t = row_major_tensor(big.data(), dtype, -1, {t->shape[0], t->shape[1], d});
       }
     });
     EXPECT_EQ(p.head_dim, d);
@@ -318,11 +239,11 @@ TEST_F(Varlen, Int32IndexLimits) {
   reject(
       [&](auto& m) {
         const int64_t tq = int64_t(1) << 24, hq = 128, seqs = int64_t(1) << 16;
-        m.q = make(q.data(), dtype, 0, {tq, hq, kD});
-        m.out = make(o.data(), dtype, 0, {tq, hq, kDv});
-        m.lse = make(lse.data(), VFLASH_DTYPE_FP32, 0, {hq, tq});
-        m.cu_seqlens_q = make(cu_q.data(), VFLASH_DTYPE_INT32, 0, {seqs + 1});
-        m.cu_seqlens_k = make(cu_k.data(), VFLASH_DTYPE_INT32, 0, {seqs + 1});
+        m.q = row_major_tensor(q.data(), dtype, 0, {tq, hq, kD});
+        m.out = row_major_tensor(o.data(), dtype, 0, {tq, hq, kDv});
+        m.lse = row_major_tensor(lse.data(), VFLASH_DTYPE_FP32, 0, {hq, tq});
+        m.cu_seqlens_q = row_major_tensor(cu_q.data(), VFLASH_DTYPE_INT32, 0, {seqs + 1});
+        m.cu_seqlens_k = row_major_tensor(cu_k.data(), VFLASH_DTYPE_INT32, 0, {seqs + 1});
       },
       kUnsupported, "cu_seqlens_q.shape[0]", "(total_q + batch) * heads_q must be <= 2^31 - 1");
 }
@@ -584,15 +505,15 @@ TEST_F(Varlen, TokenCountsLeaveRoomForTileRounding) {
   build(0);  // descriptors only: nothing is read
   const auto with_total_q = [&](VarlenArgs& m, int64_t total) {
     m.q.shape[0] = m.out.shape[0] = total;
-    m.lse = make(m.lse.data, VFLASH_DTYPE_FP32, 0, {kHq, total});
+    m.lse = row_major_tensor(m.lse.data, VFLASH_DTYPE_FP32, 0, {kHq, total});
   };
   // Accepted at the limit with one head, where (total_q + batch) * heads_q fits too.
   VarlenArgs m = a;
-  m.q = make(m.q.data, dtype, 0, {kLimit, 1, kD});
-  m.out = make(m.out.data, dtype, 0, {kLimit, 1, kDv});
-  m.lse = make(m.lse.data, VFLASH_DTYPE_FP32, 0, {1, kLimit});
-  m.k = make(m.k.data, dtype, 0, {kLimit, 1, kD});
-  m.v = make(m.v.data, dtype, 0, {kLimit, 1, kDv});
+  m.q = row_major_tensor(m.q.data, dtype, 0, {kLimit, 1, kD});
+  m.out = row_major_tensor(m.out.data, dtype, 0, {kLimit, 1, kDv});
+  m.lse = row_major_tensor(m.lse.data, VFLASH_DTYPE_FP32, 0, {1, kLimit});
+  m.k = row_major_tensor(m.k.data, dtype, 0, {kLimit, 1, kD});
+  m.v = row_major_tensor(m.v.data, dtype, 0, {kLimit, 1, kDv});
   EXPECT_EQ(validate_varlen(m).total_q, kLimit);
   reject([&](auto& x) { with_total_q(x, kLimit + 1); }, kUnsupported, "q.shape[0]",
          "total_q must be <= 2^31 - 1 - 1024 = 2147482623 (kernels index tokens in int32 and round them up to "
@@ -701,9 +622,9 @@ TEST_F(Dense, Int32RowLimits) {
   reject(
       [&](auto& m) {
         const int64_t sq = int64_t(1) << 20, hq = 4096;
-        m.q = make(q.data(), VFLASH_DTYPE_FP16, -1, {kB, sq, hq, kD});
-        m.out = make(o.data(), VFLASH_DTYPE_FP16, -1, {kB, sq, hq, kD});
-        m.lse = make(lse.data(), VFLASH_DTYPE_FP32, -1, {kB, hq, sq});
+        m.q = row_major_tensor(q.data(), VFLASH_DTYPE_FP16, -1, {kB, sq, hq, kD});
+        m.out = row_major_tensor(o.data(), VFLASH_DTYPE_FP16, -1, {kB, sq, hq, kD});
+        m.lse = row_major_tensor(lse.data(), VFLASH_DTYPE_FP32, -1, {kB, hq, sq});
       },
       kUnsupported, "q.shape[2]", "(batch * seqlen_q + batch) * heads_q must be <= 2^31 - 1");
 }
@@ -764,7 +685,7 @@ TEST_F(Dense, CudaOnlyDtypeRule) {
   for (vflash_tensor* t : {&m.q, &m.k, &m.v, &m.out, &m.lse}) t->device = 0;
   EXPECT_EQ(validate_dense(m).device, 0);
   for (vflash_tensor* t : {&m.q, &m.k, &m.v, &m.out}) t->dtype = VFLASH_DTYPE_FP32;
-  expect_rejected<vflash_dense_args>(validate_dense, m, kUnsupported, "q.dtype", "fp32 is served only on the host");
+  expect_rejected([&] { validate_dense(m); }, kUnsupported, "q.dtype", "fp32 is served only on the host");
 }
 
 }  // namespace

@@ -6,85 +6,30 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
-#include <functional>
-#include <string>
-#include <vector>
 
 #include "validate.hpp"
+#include "validate_test_util.hpp"
 
 namespace vflash {
 namespace {
 
-struct Buffer {
-  struct alignas(16) Block { unsigned char bytes[16]; };
-  std::vector<Block> blocks;
-  explicit Buffer(size_t bytes) : blocks((bytes + 15) / 16 + 1) {}
-  void* data() { return blocks.data(); }
-};
+using testutil::AlignedBuffer;
+using testutil::row_major_tensor;
 
-vflash_tensor make(void* data, vflash_dtype dtype, int device, std::initializer_list<int64_t> shape) {
-  vflash_tensor t{};
-  t.data = data;
-  t.dtype = dtype;
-  t.device = device;
-  t.ndim = int32_t(shape.size());
-  int i = 0;
-  for (int64_t s : shape) t.shape[i++] = s;
-  int64_t stride = 1;
-  for (int j = t.ndim - 1; j >= 0; --j) {
-    t.stride[j] = stride;
-    stride *= t.shape[j];
-  }
-  return t;
-}
-
-// Baseline: 2 sequences (q lengths 3, 2; k lengths 4, 3), heads 4 / 2 (GQA),
-// d 16, d_v 8, bf16, host tensors.
-struct VarlenBackward : ::testing::Test {
-  static constexpr int64_t kTotalQ = 5, kTotalK = 7, kHq = 4, kHk = 2, kD = 16, kDv = 8;
-  vflash_dtype dtype = VFLASH_DTYPE_BF16;
-  Buffer q{kTotalQ * kHq * kD * 2}, k{kTotalK * kHk * kD * 2}, v{kTotalK * kHk * kDv * 2},
-      o{kTotalQ * kHq * kDv * 2}, lse{kHq * kTotalQ * 4}, dout{kTotalQ * kHq * kDv * 2}, dq{kTotalQ * kHq * kD * 2},
-      dk{kTotalK * kHk * kD * 2}, dv{kTotalK * kHk * kDv * 2};
-  std::vector<int32_t> cu_q{0, 3, 5}, cu_k{0, 4, 7};
-  VarlenBwdArgs a;
+// The varlen baseline (VarlenValidationTest) with dout and the gradients;
+// build(device) describes it on `device`.
+struct VarlenBackward : testutil::VarlenValidationTest<VarlenBwdArgs, validate_varlen_bwd> {
+  AlignedBuffer dout{kTotalQ * kHq * kDv * 2}, dq{kTotalQ * kHq * kD * 2}, dk{kTotalK * kHk * kD * 2},
+      dv{kTotalK * kHk * kDv * 2};
 
   void SetUp() override { build(VFLASH_DEVICE_CPU); }
 
   void build(int device) {
-    a.q = make(q.data(), dtype, device, {kTotalQ, kHq, kD});
-    a.k = make(k.data(), dtype, device, {kTotalK, kHk, kD});
-    a.v = make(v.data(), dtype, device, {kTotalK, kHk, kDv});
-    a.out = make(o.data(), dtype, device, {kTotalQ, kHq, kDv});
-    a.lse = make(lse.data(), VFLASH_DTYPE_FP32, device, {kHq, kTotalQ});
-    a.dout = make(dout.data(), dtype, device, {kTotalQ, kHq, kDv});
-    a.dq = make(dq.data(), dtype, device, {kTotalQ, kHq, kD});
-    a.dk = make(dk.data(), dtype, device, {kTotalK, kHk, kD});
-    a.dv = make(dv.data(), dtype, device, {kTotalK, kHk, kDv});
-    a.cu_seqlens_q = make(cu_q.data(), VFLASH_DTYPE_INT32, device, {3});
-    a.cu_seqlens_k = make(cu_k.data(), VFLASH_DTYPE_INT32, device, {3});
-    a.max_seqlen_q = 3;
-    a.max_seqlen_k = 4;
-  }
-
-  void reject(const std::function<void(VarlenBwdArgs&)>& mutate, Status status, const std::string& argument,
-              const std::string& rule) {
-    VarlenBwdArgs m = a;
-    mutate(m);
-    SCOPED_TRACE(argument);
-    try {
-      validate_varlen_bwd(m);
-      ADD_FAILURE() << "accepted; expected an error on " << argument << " (" << rule << ")";
-    } catch (const Error& e) {
-      const std::string msg = e.what();
-      EXPECT_EQ(e.status(), status) << msg;
-      EXPECT_EQ(e.argument(), argument) << msg;
-      EXPECT_EQ(msg.rfind(argument + ": ", 0), 0u) << "message does not start with the argument: " << msg;
-      EXPECT_NE(msg.find(rule), std::string::npos) << "message lacks the rule \"" << rule << "\": " << msg;
-    }
-  }
-  void reject(const std::function<void(VarlenBwdArgs&)>& mutate, const std::string& argument, const std::string& rule) {
-    reject(mutate, Status::invalid_argument, argument, rule);
+    describe_forward(device);
+    a.dout = row_major_tensor(dout.data(), dtype, device, {kTotalQ, kHq, kDv});
+    a.dq = row_major_tensor(dq.data(), dtype, device, {kTotalQ, kHq, kD});
+    a.dk = row_major_tensor(dk.data(), dtype, device, {kTotalK, kHk, kD});
+    a.dv = row_major_tensor(dv.data(), dtype, device, {kTotalK, kHk, kDv});
   }
 };
 
@@ -124,11 +69,11 @@ TEST_F(VarlenBackward, LseIsRequired) {
 
 TEST_F(VarlenBackward, EmptyCallNeedsNoLse) {
   // No query token: nothing reads lse, and frameworks hand out null for empty tensors.
-  a.q = make(nullptr, dtype, -1, {0, kHq, kD});
-  a.out = make(nullptr, dtype, -1, {0, kHq, kDv});
-  a.dout = make(nullptr, dtype, -1, {0, kHq, kDv});
-  a.dq = make(nullptr, dtype, -1, {0, kHq, kD});
-  a.lse = make(nullptr, VFLASH_DTYPE_FP32, -1, {kHq, 0});
+  a.q = row_major_tensor(nullptr, dtype, -1, {0, kHq, kD});
+  a.out = row_major_tensor(nullptr, dtype, -1, {0, kHq, kDv});
+  a.dout = row_major_tensor(nullptr, dtype, -1, {0, kHq, kDv});
+  a.dq = row_major_tensor(nullptr, dtype, -1, {0, kHq, kD});
+  a.lse = row_major_tensor(nullptr, VFLASH_DTYPE_FP32, -1, {kHq, 0});
   cu_q = {0, 0, 0};
   a.max_seqlen_q = 0;
   EXPECT_NO_THROW(validate_varlen_bwd(a));
