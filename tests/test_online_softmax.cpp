@@ -69,27 +69,31 @@ TEST(Exp2Base, RowsWithoutKeysTakeZero) {
   EXPECT_EQ(std::exp2(-kInf * 0.7f - exp2_base(-kInf, 0.7f)), 0.f);
 }
 
-// Why the rescale skip must skip the sums' rescale too: for a reference that
-// stays, the kernels' factor 2^(ref * f - round(ref * f)) (one FFMA) is 1 only
-// to within the product's rounding.
-TEST(OnlineUpdate, AStayingReferenceGivesOneOnlyToWithinRounding) {
-  int off_one = 0;
+// Why the factor's product is rounded before the subtraction: for a
+// reference that stays, 2^(ref * f - round(ref * f)) computed with one fused
+// multiply-add is 1 only to within the product's rounding (applied to the
+// sums while O's rescale is skipped, that drifts the two apart); rounded
+// first, like base, the exponent is exactly 0.
+TEST(OnlineUpdate, AStayingReferenceGivesExactlyOneWhenRoundedLikeBase) {
+  int fused_off_one = 0;
   for (float ref = 50.f; ref < 150.f; ref += 0.37f) {
     const float f = kLog2e;
     const float base = exp2_base(ref, f);
-    const float corr = std::exp2(std::fmaf(ref, f, -base));
-    EXPECT_NEAR(corr, 1.f, 1e-5f);
-    off_one += corr != 1.f;
+    const float fused = std::exp2(std::fmaf(ref, f, -base));
+    EXPECT_NEAR(fused, 1.f, 1e-5f);
+    fused_off_one += fused != 1.f;
+    volatile float product = ref * f;  // the kernels' __fmul_rn
+    EXPECT_EQ(std::exp2(product - base), 1.f);
   }
-  EXPECT_GT(off_one, 0);
+  EXPECT_GT(fused_off_one, 0);
 }
 
 // One row through the kernels' update, block by block: ref and base in fp32
 // as the kernels hold them, the sums in double: corr = 2^(old*f - base),
 // p = 2^(x*f - base), sum = sum * corr + sum(p), O = O * corr + p.V; with the
-// rescale skip (settle()), both the sum's and O's rescale skipped when the
-// reference did not move (corr is then 1 only to within the rounding of
-// base, or 0 for a row without a key so far, whose O and sum are 0).
+// rescale skip (settle()), O's rescale skipped when the reference did not
+// move (corr is then exactly 1, or 0 for a row without a key so far, whose O
+// and sum are 0).
 struct RowRun {
   double out = 0, sum = 0, max_p = 0;
   int rescales = 0;

@@ -45,18 +45,16 @@ __device__ __forceinline__ float exp2_approx(float x) {
 // kChains: a row's maximum and sum run as this many independent chains over
 // its values (value i feeds chain i % kChains), where a serial chain would be
 // latency-bound.
-// kSkipRescale: O and the sums are rescaled only when a reference of the warp
-// moved (settle()); once the maxima settle, most blocks of long rows skip it.
-// The sums then take the same factor as O or none: a reference that stays
-// gives a factor of 1 only to within the rounding of ref * f, which,
-// applied to the sums alone block after block, would drift them from O.
+// kSkipRescale: O is rescaled only when a reference of the warp moved
+// (settle()); once the maxima settle, most blocks of long rows skip it. The
+// sums always take their factor, which is exactly 1 for a reference that
+// stays (exponentiate()), so they stay consistent with O.
 template <int kRows, int kValues, int kRowLanes = 4, bool kLaggedMax = false, bool kSkipRescale = false,
           int kChains = 1>
 struct OnlineSoftmax {
   static_assert(kValues % 2 == 0 && (kRowLanes == 1 || kRowLanes == 2 || kRowLanes == 4));
   float row_max[kRows];  // reference maximum, in score units (f takes them to log2)
   float row_sum[kRows];  // this thread's share of the row's sum of p
-  float block_sum[kSkipRescale ? kRows : 1];  // this block's share, until settle()
 
   __device__ __forceinline__ void reset() {
 #pragma unroll
@@ -87,14 +85,17 @@ struct OnlineSoftmax {
   }
 
   // Given row r's maximum so far, mx: the new reference, the values replaced
-  // by their p, and p added to the row's sum (kSkipRescale: by settle()).
+  // by their p, and p added to the row's sum.
   // Returns the factor O's row must be multiplied by; moved is set when the
   // reference changed.
   template <class Value>
   __device__ __forceinline__ float exponentiate(int r, float mx, float f, Value value, bool& moved) {
     const float ref = next_reference(row_max[r], mx, f, kLaggedMax);
     const float base = exp2_base(ref, f);
-    const float corr = exp2_approx(row_max[r] * f - base);
+    // Rounded like base (no fused multiply-add): a reference that stays gives
+    // a factor of exactly 1, so skipping O's rescale then leaves O and the
+    // sums consistent.
+    const float corr = exp2_approx(__fmul_rn(row_max[r], f) - base);
     moved |= ref != row_max[r];
     row_max[r] = ref;
     float sum = 0.f;
@@ -118,28 +119,17 @@ struct OnlineSoftmax {
 #pragma unroll
       for (int c = 1; c < kChains; ++c) sum += part[c];
     }
-    if constexpr (kSkipRescale) {
-      block_sum[r] = sum;
-    } else {
-      row_sum[r] = row_sum[r] * corr + sum;
-    }
+    row_sum[r] = row_sum[r] * corr + sum;
     return corr;
   }
 
   // After exponentiate() of every row: O's rescale, rescale_o() with the
-  // rows' factors corr, and with kSkipRescale the sums' update. moved: the
+  // rows' factors corr (kSkipRescale: only when a reference of the warp moved). moved: the
   // thread's rows moved a reference; the whole warp must call this.
   template <class RescaleO>
-  __device__ __forceinline__ void settle(bool moved, const float (&corr)[kRows], RescaleO rescale_o) {
+  __device__ __forceinline__ void settle(bool moved, const float (&)[kRows], RescaleO rescale_o) {
     if constexpr (kSkipRescale) {
-      if (__any_sync(0xffffffffu, moved)) {
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) row_sum[r] = row_sum[r] * corr[r] + block_sum[r];
-        rescale_o();
-      } else {
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) row_sum[r] += block_sum[r];
-      }
+      if (__any_sync(0xffffffffu, moved)) rescale_o();
     } else {
       rescale_o();
     }
