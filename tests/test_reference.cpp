@@ -309,6 +309,29 @@ void check_problem(Problem& pr) {
             << "low precision, row " << row << " head " << h << " col " << x;
       }
   }
+  if (c.dtype != DType::fp32) {
+    // Rounding at a scale 2^-u: a whole binade (u = 1) rounds as u = 0 (a
+    // power-of-two scale is exact; only fp16's subnormal weights, below 2^-14,
+    // round otherwise); u = 0.5 rounds some weights otherwise.
+    std::vector<double> whole(out.size(), NAN), half(out.size(), NAN);
+    reference_attention(pr.p, whole, {}, Precision::probabilities_rounded, 1.0);
+    reference_attention(pr.p, half, {}, Precision::probabilities_rounded, 0.5);
+    bool half_differs = false, rounding_shows = false;
+    for (int64_t row = 0; row < rows; ++row) {
+      if (!n.computed[size_t(row)]) continue;
+      for (int h = 0; h < c.heads_q; ++h)
+        for (int x = 0; x < c.dv; ++x) {
+          const size_t i = size_t((row * c.heads_q + h) * c.dv + x);
+          ASSERT_NEAR(whole[i], low[i], 0x1p-20 * max_abs) << "offset 1, row " << row << " head " << h << " col " << x;
+          ASSERT_NEAR(half[i], out[i], 2 * p_rounding + 1e-12 * max_abs)
+              << "offset 0.5, row " << row << " head " << h << " col " << x;
+          half_differs |= half[i] != low[i];
+          rounding_shows |= low[i] != out[i];
+        }
+    }
+    // Where rounding at offset 0 moved an output, rounding at another scale moves it differently.
+    EXPECT_TRUE(half_differs || !rounding_shows) << "offset 0.5 rounded every weight as offset 0";
+  }
 
   cpu_forward(pr.p);
   const double tol = output_tolerance(c.dtype);

@@ -129,8 +129,11 @@ struct Chunk {
 // Calls sink(b, h, s, r, out_row /* d_v doubles */, lse) for every query row
 // of every sequence and head, from several threads (each row exactly once).
 template <class Sink>
-void attend(const FwdParams& p, const Sink& sink, Precision precision = Precision::exact) {
+void attend(const FwdParams& p, const Sink& sink, Precision precision = Precision::exact,
+            double rounding_offset_log2 = 0.0) {
   const bool round_p = precision == Precision::probabilities_rounded && p.dtype != DType::fp32;
+  // Weights are rounded at the scale 2^(-offset) relative to the row maximum.
+  const double round_scale = std::exp2(-rounding_offset_log2);
   std::vector<Chunk> chunks;
   for (int32_t b = 0; b < p.batch; ++b) {
     const Sequence s = sequence(p, b);
@@ -215,7 +218,7 @@ void attend(const FwdParams& p, const Sink& sink, Precision precision = Precisio
           for (int64_t j = first; j < last; ++j) {
             const double w = std::exp(sg[j] - max_score);
             sum += w;
-            const double pw = round_p ? rounded(p.dtype, w) : w;
+            const double pw = round_p ? rounded(p.dtype, w * round_scale) / round_scale : w;
             const double* __restrict vrow = values.data() + size_t(j) * dv;
             for (int i = 0; i < dv; ++i) o[i] += pw * vrow[i];
           }
@@ -337,7 +340,8 @@ void set_reference_pool_hooks(const ReferencePoolHooks& hooks) {
   pool_hooks = hooks;
 }
 
-void reference_attention(const FwdParams& p, std::span<double> out, std::span<double> lse, Precision precision) {
+void reference_attention(const FwdParams& p, std::span<double> out, std::span<double> lse, Precision precision,
+                         double rounding_offset_log2) {
   const int64_t rows = p.is_varlen() ? p.total_q : int64_t(p.batch) * p.seqlen_q;
   const int64_t dv = p.head_dim_v;
   if (!out.empty() && int64_t(out.size()) < rows * p.heads_q * dv)
@@ -348,7 +352,7 @@ void reference_attention(const FwdParams& p, std::span<double> out, std::span<do
     const int64_t row = p.is_varlen() ? s.q_start + r : int64_t(b) * p.seqlen_q + r;
     if (!out.empty()) std::copy(o, o + dv, out.begin() + (row * p.heads_q + h) * dv);
     if (!lse.empty()) lse[h * rows + row] = l;
-  }, precision);
+  }, precision, rounding_offset_log2);
 }
 
 void cpu_forward(const FwdParams& p) {

@@ -16,10 +16,14 @@ namespace vflash {
 // Precision::probabilities_rounded rounds each softmax weight to params.dtype
 // before it multiplies V, as kernels feed P to 16-bit tensor cores (the sum
 // stays exact): a low-precision reference whose error against the exact one
-// tells tests how far a correct kernel may be off.
+// tells tests how far a correct kernel may be off. The weights are rounded as
+// 2^(x - max - rounding_offset_log2) (x, max in log2 units): a kernel whose
+// running maximum differs from the row's (a lagged maximum, the order of key
+// blocks) rounds them at another scale, with an error as likely, so tests take
+// the largest error over a few offsets in [0, 1).
 enum class Precision { exact, probabilities_rounded };
 void reference_attention(const FwdParams& params, std::span<double> out, std::span<double> lse,
-                         Precision precision = Precision::exact);
+                         Precision precision = Precision::exact, double rounding_offset_log2 = 0.0);
 
 // Backend entry: computes into params.o (params.dtype) and params.lse (fp32).
 void cpu_forward(const FwdParams& params);
