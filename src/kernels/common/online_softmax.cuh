@@ -47,8 +47,8 @@ __device__ __forceinline__ float exp2_approx(float x) {
 // latency-bound.
 // kSkipRescale: O is rescaled only when a reference of the warp moved
 // (settle()); once the maxima settle, most blocks of long rows skip it. The
-// sums always take their factor, which is exactly 1 for a reference that
-// stays (exponentiate()), so they stay consistent with O.
+// sums always take their factor, exactly 1 for a reference that stays
+// (exponentiate()), and need no register of their own.
 template <int kRows, int kValues, int kRowLanes = 4, bool kLaggedMax = false, bool kSkipRescale = false,
           int kChains = 1>
 struct OnlineSoftmax {
@@ -92,10 +92,10 @@ struct OnlineSoftmax {
   __device__ __forceinline__ float exponentiate(int r, float mx, float f, Value value, bool& moved) {
     const float ref = next_reference(row_max[r], mx, f, kLaggedMax);
     const float base = exp2_base(ref, f);
-    // Rounded like base (no fused multiply-add): a reference that stays gives
-    // a factor of exactly 1, so skipping O's rescale then leaves O and the
-    // sums consistent.
-    const float corr = exp2_approx(__fmul_rn(row_max[r], f) - base);
+    // Exactly 1 for a reference that stays: the sums take it every block while
+    // O's rescale may be skipped, and 2^(ref * f - base) is 1 only to within
+    // the rounding of the product, the same each block.
+    const float corr = ref == row_max[r] ? 1.f : exp2_approx(row_max[r] * f - base);
     moved |= ref != row_max[r];
     row_max[r] = ref;
     float sum = 0.f;
